@@ -1,0 +1,89 @@
+package worker
+
+import "sort"
+
+// offsets tracks, per partition, the records fetched but not yet finished, in fetch order, and
+// says how far each partition can be committed: up to (not including) the oldest unfinished
+// record. A record held for a failing KMS therefore holds back its partition's commits, and a
+// crash replays it; records of other tenants behind it are written but re-sent on replay, which
+// the storage topic's message-id keys make harmless.
+type offsets struct {
+	parts map[int]*partOffsets
+}
+
+type partOffsets struct {
+	pending   []pendingOffset // increasing offsets
+	committed int64           // next offset to commit (Kafka semantics: offset of the next record)
+}
+
+type pendingOffset struct {
+	offset int64
+	done   bool
+}
+
+func newOffsets() *offsets { return &offsets{parts: map[int]*partOffsets{}} }
+
+// add records a fetched record. It reports false when the offset is not after the last one seen
+// for the partition: the group rebalanced and the reader rewound to the committed offset, so the
+// partition's state was reset and the caller must drop any held work of it.
+func (o *offsets) add(partition int, offset int64) (inOrder bool) {
+	p := o.parts[partition]
+	if p == nil {
+		p = &partOffsets{committed: -1}
+		o.parts[partition] = p
+	}
+	if n := len(p.pending); n > 0 && offset <= p.pending[n-1].offset {
+		p.pending = p.pending[:0]
+		p.pending = append(p.pending, pendingOffset{offset: offset})
+		return false
+	}
+	p.pending = append(p.pending, pendingOffset{offset: offset})
+	return true
+}
+
+// done marks a record finished.
+func (o *offsets) done(partition int, offset int64) {
+	p := o.parts[partition]
+	if p == nil {
+		return
+	}
+	i := sort.Search(len(p.pending), func(i int) bool { return p.pending[i].offset >= offset })
+	if i < len(p.pending) && p.pending[i].offset == offset {
+		p.pending[i].done = true
+	}
+}
+
+// committable returns, per partition whose commit point moved, the offset of the last record
+// that may be committed (kafka-go's CommitMessages takes the record and commits offset+1).
+func (o *offsets) committable() map[int]int64 {
+	out := map[int]int64{}
+	for part, p := range o.parts {
+		n := 0
+		for n < len(p.pending) && p.pending[n].done {
+			n++
+		}
+		if n == 0 {
+			continue
+		}
+		last := p.pending[n-1].offset
+		p.pending = append(p.pending[:0], p.pending[n:]...)
+		if last > p.committed {
+			p.committed = last
+			out[part] = last
+		}
+	}
+	return out
+}
+
+// inFlight is the number of records fetched and not finished.
+func (o *offsets) inFlight() int {
+	n := 0
+	for _, p := range o.parts {
+		for _, x := range p.pending {
+			if !x.done {
+				n++
+			}
+		}
+	}
+	return n
+}
