@@ -79,7 +79,7 @@ type fakeClock struct {
 	now time.Time
 }
 
-func (f *fakeClock) Now() time.Time     { f.mu.Lock(); defer f.mu.Unlock(); return f.now }
+func (f *fakeClock) Now() time.Time      { f.mu.Lock(); defer f.mu.Unlock(); return f.now }
 func (f *fakeClock) Add(d time.Duration) { f.mu.Lock(); f.now = f.now.Add(d); f.mu.Unlock() }
 
 func TestConcurrentRequestsForOneScopeCoalesce(t *testing.T) {

@@ -32,6 +32,14 @@ const (
 	HeaderContentFormat = "byok-content-format" // "protobuf"
 )
 
+// Size limits. A body may be 1 MiB (message.MaxBodyLen), more than a stock broker's 1 MB record
+// batch limit, so byok's topics are created with MaxMessageBytes and writers keep each produced
+// batch under MaxBatchBytes.
+const (
+	MaxMessageBytes = 8 << 20
+	MaxBatchBytes   = 4 << 20
+)
+
 // RecordKey is the Kafka key of every message record: one chat maps to one partition, so one
 // chat keeps its order.
 func RecordKey(tenantID, chatID string) []byte {
@@ -63,7 +71,7 @@ func NewWriter(brokers []string, topic string, batchSize int, batchTimeout time.
 		Balancer:               &kafka.Hash{},
 		RequiredAcks:           kafka.RequireAll,
 		BatchSize:              batchSize,
-		BatchBytes:             16 << 20,
+		BatchBytes:             MaxBatchBytes,
 		BatchTimeout:           batchTimeout,
 		MaxAttempts:            5,
 		WriteBackoffMin:        50 * time.Millisecond,
@@ -106,6 +114,9 @@ func EnsureTopics(ctx context.Context, brokers []string, specs ...TopicSpec) err
 	cfgs := make([]kafka.TopicConfig, 0, len(specs))
 	for _, s := range specs {
 		tc := kafka.TopicConfig{Topic: s.Name, NumPartitions: s.Partitions, ReplicationFactor: rf}
+		if _, ok := s.Config["max.message.bytes"]; !ok {
+			tc.ConfigEntries = append(tc.ConfigEntries, kafka.ConfigEntry{ConfigName: "max.message.bytes", ConfigValue: strconv.Itoa(MaxMessageBytes)})
+		}
 		for k, v := range s.Config {
 			tc.ConfigEntries = append(tc.ConfigEntries, kafka.ConfigEntry{ConfigName: k, ConfigValue: v})
 		}

@@ -10,8 +10,8 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
-	byokv1 "github.com/byok-io/byok/pkg/gen/byokv1"
 	"github.com/byok-io/byok/pkg/envelope"
+	byokv1 "github.com/byok-io/byok/pkg/gen/byokv1"
 	"github.com/byok-io/byok/pkg/scope"
 )
 

@@ -169,7 +169,12 @@ func (c *Client) batch(ctx context.Context, op string, items []map[string]string
 	if err != nil {
 		return nil, err
 	}
-	resp, err := c.api.Logical().WriteRawWithContext(ctx, c.mount+"/"+op+"/"+c.key, body)
+	// Not Logical().WriteRawWithContext: it cancels its timeout context before returning, so a
+	// large batch_results body can be cut off mid-read. RawRequestWithContext leaves the context
+	// to expire on its own (its documented reason), and the body is read in full below.
+	r := c.api.NewRequest(http.MethodPost, "/v1/"+c.mount+"/"+op+"/"+c.key)
+	r.BodyBytes = body
+	resp, err := c.api.RawRequestWithContext(ctx, r) //nolint:staticcheck // see above
 	var out struct {
 		Data struct {
 			BatchResults []batchResult `json:"batch_results"`
@@ -177,7 +182,10 @@ func (c *Client) batch(ctx context.Context, op string, items []map[string]string
 	}
 	if resp != nil && resp.Body != nil {
 		defer resp.Body.Close()
-		raw, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+		raw, rerr := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+		if rerr != nil && err == nil {
+			return nil, fmt.Errorf("vault: %s %s: reading response: %w: %v", op, c.key, kms.ErrUnavailable, rerr)
+		}
 		dec := json.NewDecoder(strings.NewReader(string(raw)))
 		dec.UseNumber()
 		// Vault ≥1.14 answers 400 when items fail but still sends batch_results: keep them.
@@ -188,7 +196,7 @@ func (c *Client) batch(ctx context.Context, op string, items []map[string]string
 	if err != nil {
 		return nil, mapErr(op, c.key, err)
 	}
-	return nil, fmt.Errorf("vault: %s %s: %d results for %d items: %w", op, c.key, len(out.Data.BatchResults), len(items), kms.ErrUnavailable)
+	return nil, fmt.Errorf("vault: %s %s: HTTP %d with %d results for %d items: %w", op, c.key, resp.StatusCode, len(out.Data.BatchResults), len(items), kms.ErrUnavailable)
 }
 
 // Wrap implements kms.KMS with one transit encrypt call.

@@ -1,13 +1,18 @@
 package worker
 
-import "sort"
+import (
+	"sort"
+	"sync"
+)
 
 // offsets tracks, per partition, the records fetched but not yet finished, in fetch order, and
 // says how far each partition can be committed: up to (not including) the oldest unfinished
 // record. A record held for a failing KMS therefore holds back its partition's commits, and a
 // crash replays it; records of other tenants behind it are written but re-sent on replay, which
 // the storage topic's message-id keys make harmless.
+// It is safe for concurrent use.
 type offsets struct {
+	mu    sync.Mutex
 	parts map[int]*partOffsets
 }
 
@@ -27,6 +32,8 @@ func newOffsets() *offsets { return &offsets{parts: map[int]*partOffsets{}} }
 // for the partition: the group rebalanced and the reader rewound to the committed offset, so the
 // partition's state was reset and the caller must drop any held work of it.
 func (o *offsets) add(partition int, offset int64) (inOrder bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
 	p := o.parts[partition]
 	if p == nil {
 		p = &partOffsets{committed: -1}
@@ -43,6 +50,8 @@ func (o *offsets) add(partition int, offset int64) (inOrder bool) {
 
 // done marks a record finished.
 func (o *offsets) done(partition int, offset int64) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
 	p := o.parts[partition]
 	if p == nil {
 		return
@@ -56,6 +65,8 @@ func (o *offsets) done(partition int, offset int64) {
 // committable returns, per partition whose commit point moved, the offset of the last record
 // that may be committed (kafka-go's CommitMessages takes the record and commits offset+1).
 func (o *offsets) committable() map[int]int64 {
+	o.mu.Lock()
+	defer o.mu.Unlock()
 	out := map[int]int64{}
 	for part, p := range o.parts {
 		n := 0
@@ -77,6 +88,8 @@ func (o *offsets) committable() map[int]int64 {
 
 // inFlight is the number of records fetched and not finished.
 func (o *offsets) inFlight() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
 	n := 0
 	for _, p := range o.parts {
 		for _, x := range p.pending {

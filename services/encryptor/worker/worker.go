@@ -153,6 +153,7 @@ type Stats struct {
 	Held         int64 // records waiting for a failing KMS now
 	HoldEvents   int64 // times a record was held (each retry that failed again counts)
 	Commits      int64
+	Written      int64 // records acknowledged by the storage topic (envelopes, pass-through, identity)
 }
 
 // Worker is one encryptor process's consumer. Create with New, then Run.
@@ -166,8 +167,8 @@ type Worker struct {
 	storage *kafka.Writer
 	dlq     *kafka.Writer
 
-	consumed, encrypted, passed, dead, holdEvents, commits atomic.Int64
-	held                                                   atomic.Int64
+	consumed, encrypted, passed, dead, holdEvents, commits, written atomic.Int64
+	held                                                            atomic.Int64
 }
 
 // New builds a worker; it connects on Run.
@@ -204,7 +205,7 @@ func (w *Worker) Stats() Stats {
 	return Stats{
 		Consumed: w.consumed.Load(), Encrypted: w.encrypted.Load(), PassedThru: w.passed.Load(),
 		DeadLettered: w.dead.Load(), Held: w.held.Load(), HoldEvents: w.holdEvents.Load(),
-		Commits: w.commits.Load(),
+		Commits: w.commits.Load(), Written: w.written.Load(),
 	}
 }
 
@@ -247,20 +248,33 @@ func (w *Worker) Run(ctx context.Context) error {
 	w.log.Info().Str("input_topic", w.cfg.InputTopic).Str("storage_topic", w.cfg.StorageTopic).
 		Str("group_id", w.cfg.GroupID).Str("mode", w.cfg.Mode).Msg("encryptor started")
 
+	// Two stages: this goroutine collects and transforms batch N+1 while the writer stage writes
+	// batch N, marks its records finished and commits. One writer keeps per-chat order.
 	offs := newOffsets()
+	jobs := make(chan job, 2)
+	writerDone := make(chan error, 1)
+	go func() { writerDone <- w.writeLoop(workCtx, jobs, offs) }()
 	var held []*item
 	var runErr error
+loop:
 	for {
 		batch, open := w.collect(ctx, fetched, &held, offs)
 		if len(batch) > 0 {
-			if err := w.process(workCtx, batch, &held, offs); err != nil {
-				runErr = err
-				break
+			j := w.prepare(workCtx, batch, &held)
+			select {
+			case jobs <- j:
+			case runErr = <-writerDone:
+				writerDone <- runErr
+				break loop
 			}
 		}
 		if !open || ctx.Err() != nil {
 			break
 		}
+	}
+	close(jobs)
+	if err := <-writerDone; runErr == nil {
+		runErr = err
 	}
 	stopFetch()
 	for range fetched { // let the fetcher exit; unprocessed records are replayed by the group
@@ -388,30 +402,48 @@ func dropPartition(items []*item, partition int) []*item {
 	return out
 }
 
-// process turns a batch into outputs, writes them, marks finished records and commits.
-func (w *Worker) process(ctx context.Context, batch []*item, held *[]*item, offs *offsets) error {
-	var out, dead []kafka.Message
-	var finished []*item
+// job is one batch's outputs on their way to the writer stage.
+type job struct {
+	out, dead []kafka.Message
+	finished  []*item // records whose outputs are in out/dead; held records are not here
+}
 
+// prepare turns a batch into outputs; records of tenants whose KMS failed go to held.
+func (w *Worker) prepare(ctx context.Context, batch []*item, held *[]*item) job {
+	defer func() { w.held.Store(int64(len(*held))) }()
 	if w.cfg.Mode == ModeIdentity {
-		for _, it := range batch {
-			out = append(out, kafka.Message{Key: it.msg.Key, Value: it.msg.Value, Headers: it.msg.Headers})
+		out := make([]kafka.Message, len(batch))
+		for i, it := range batch {
+			out[i] = kafka.Message{Key: it.msg.Key, Value: it.msg.Value, Headers: it.msg.Headers}
 		}
-		finished = batch
-	} else {
-		out, dead, finished = w.transform(ctx, batch, held)
+		return job{out: out, finished: batch}
 	}
+	out, dead, finished := w.transform(ctx, batch, held)
+	return job{out: out, dead: dead, finished: finished}
+}
 
-	if err := w.write(ctx, w.storage, out); err != nil {
-		return err
+// writeLoop writes each job, marks its records finished, and commits at most every
+// commitInterval (and once more when jobs closes). It returns only when a write is abandoned at
+// shutdown (its inputs stay uncommitted) or jobs is closed.
+func (w *Worker) writeLoop(ctx context.Context, jobs <-chan job, offs *offsets) error {
+	const commitInterval = 100 * time.Millisecond
+	last := time.Now()
+	for j := range jobs {
+		if err := w.write(ctx, w.storage, j.out); err != nil {
+			return err
+		}
+		w.written.Add(int64(len(j.out)))
+		if err := w.write(ctx, w.dlq, j.dead); err != nil {
+			return err
+		}
+		for _, it := range j.finished {
+			offs.done(it.msg.Partition, it.msg.Offset)
+		}
+		if time.Since(last) >= commitInterval || len(jobs) == 0 {
+			w.commit(ctx, offs)
+			last = time.Now()
+		}
 	}
-	if err := w.write(ctx, w.dlq, dead); err != nil {
-		return err
-	}
-	for _, it := range finished {
-		offs.done(it.msg.Partition, it.msg.Offset)
-	}
-	w.held.Store(int64(len(*held)))
 	w.commit(ctx, offs)
 	return nil
 }
@@ -527,19 +559,27 @@ func (w *Worker) deadLetter(m kafka.Message, reason string) kafka.Message {
 	}
 }
 
-// write writes msgs, retrying with backoff until they are acknowledged or ctx ends.
+// write writes msgs, retrying with backoff until they are acknowledged or ctx ends. After a
+// partial failure only the records that failed are sent again.
 func (w *Worker) write(ctx context.Context, wr *kafka.Writer, msgs []kafka.Message) error {
-	if len(msgs) == 0 {
-		return nil
-	}
 	backoff := w.cfg.RetryMin
-	for {
+	for len(msgs) > 0 {
 		err := wr.WriteMessages(ctx, msgs...)
 		if err == nil {
 			return nil
 		}
 		if ctx.Err() != nil {
 			return fmt.Errorf("encryptor: write to %s abandoned at shutdown (inputs stay uncommitted): %w", wr.Topic, ctx.Err())
+		}
+		var werrs kafka.WriteErrors
+		if errors.As(err, &werrs) && len(werrs) == len(msgs) {
+			failed := msgs[:0:0]
+			for i, e := range werrs {
+				if e != nil {
+					failed = append(failed, msgs[i])
+				}
+			}
+			msgs = failed
 		}
 		w.log.Warn().Err(err).Str("topic", wr.Topic).Int("records", len(msgs)).Dur("backoff", backoff).Msg("write failed; retrying")
 		select {
@@ -548,6 +588,7 @@ func (w *Worker) write(ctx context.Context, wr *kafka.Writer, msgs []kafka.Messa
 		}
 		backoff = min(backoff*2, w.cfg.RetryMax)
 	}
+	return nil
 }
 
 func (w *Worker) commit(ctx context.Context, offs *offsets) {

@@ -1,0 +1,422 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	vaultapi "github.com/hashicorp/vault/api"
+	"github.com/rs/zerolog"
+	"github.com/segmentio/kafka-go"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/byok-io/byok/pkg/decrypt"
+	"github.com/byok-io/byok/pkg/envelope"
+	byokv1 "github.com/byok-io/byok/pkg/gen/byokv1"
+	"github.com/byok-io/byok/pkg/kafkax"
+	"github.com/byok-io/byok/pkg/kms"
+	"github.com/byok-io/byok/pkg/tenant"
+)
+
+var httpClient = &http.Client{Timeout: 30 * time.Second}
+
+func env(t *testing.T, name string) string {
+	v := os.Getenv(name)
+	if v == "" {
+		if os.Getenv("BYOK_REQUIRE_INTEGRATION") == "1" {
+			t.Fatalf("%s is required (BYOK_REQUIRE_INTEGRATION=1); run `make test`", name)
+		}
+		t.Skipf("%s not set: run `make test` for the end-to-end tests", name)
+	}
+	return v
+}
+
+// TestEncryptPathEndToEnd is the encrypt path's acceptance test: 10,000 messages over 100 chats
+// and 3 tenants go through the ingest API; two encryptor processes consume them and one is
+// killed mid-run. Every message must reach the storage topic encrypted and open to its original
+// body through Vault; a moved envelope must not open; Vault must have been called far fewer times
+// than there are messages; and no planted canary may appear in any log line.
+func TestEncryptPathEndToEnd(t *testing.T) {
+	brokers := strings.Split(env(t, "BYOK_TEST_KAFKA_BROKERS"), ",")
+	vaultAddr := env(t, "BYOK_TEST_VAULT_ADDR")
+	rootToken := os.Getenv("BYOK_TEST_VAULT_TOKEN")
+	if rootToken == "" {
+		rootToken = "root"
+	}
+	const (
+		messages = 10_000
+		chats    = 100
+		tenants  = 3
+	)
+	run := fmt.Sprintf("e2e-%d", time.Now().UnixNano())
+	topics := struct{ in, stored, dead string }{run + ".plaintext", run + ".stored", run + ".deadletter"}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	if err := kafkax.EnsureTopics(ctx, brokers,
+		kafkax.TopicSpec{Name: topics.in, Partitions: 6},
+		kafkax.TopicSpec{Name: topics.stored, Partitions: 6},
+		kafkax.TopicSpec{Name: topics.dead, Partitions: 1}); err != nil {
+		t.Fatal(err)
+	}
+
+	// Vault: a derived transit key per tenant, a token (the planted credential canary) whose
+	// policy allows only what byok needs, and a file audit device that counts every call.
+	admin := vaultAdmin(t, vaultAddr, rootToken)
+	tokenCanary := "CANARY-TOKEN-" + strings.ReplaceAll(run, "-", "")
+	var keys []string
+	tenantIDs := make([]string, tenants)
+	for i := range tenantIDs {
+		tenantIDs[i] = fmt.Sprintf("tenant-%d", i+1)
+		key := run + "-" + tenantIDs[i]
+		keys = append(keys, key)
+		if _, err := admin.Logical().Write("transit/keys/"+key, map[string]any{"type": "aes256-gcm96", "derived": true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var policy strings.Builder
+	for _, k := range keys {
+		fmt.Fprintf(&policy, "path \"transit/encrypt/%s\" { capabilities = [\"update\"] }\n", k)
+		fmt.Fprintf(&policy, "path \"transit/decrypt/%s\" { capabilities = [\"update\"] }\n", k)
+		fmt.Fprintf(&policy, "path \"transit/keys/%s\" { capabilities = [\"read\"] }\n", k)
+	}
+	if err := admin.Sys().PutPolicy(run, policy.String()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.Auth().Token().Create(&vaultapi.TokenCreateRequest{ID: tokenCanary, Policies: []string{run}, NoDefaultPolicy: true, TTL: "1h"}); err != nil {
+		t.Fatal(err)
+	}
+	auditFile := filepath.Join(t.TempDir(), "vault-audit.log")
+	if err := admin.Sys().EnableAuditWithOptions(run, &vaultapi.EnableAuditOptions{Type: "file", Options: map[string]string{"file_path": auditFile}}); err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Sys().DisableAudit(run)
+
+	// The tenants file, with the credential inline (the worst case for leaks).
+	cred, _ := json.Marshal(map[string]string{"address": vaultAddr, "token": tokenCanary})
+	tf := tenant.File{Tenants: map[string]tenant.Config{}}
+	for i, id := range tenantIDs {
+		tf.Tenants[id] = tenant.Config{Enabled: true, Provider: "vault", KEKID: keys[i], Credential: cred}
+	}
+	tenantsFile := filepath.Join(t.TempDir(), "tenants.json")
+	b, _ := json.Marshal(tf)
+	if err := os.WriteFile(tenantsFile, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	// Processes: ingest, and two encryptors in one consumer group.
+	common := []string{
+		"BYOK_KAFKA_BROKERS=" + strings.Join(brokers, ","), "BYOK_PLAINTEXT_TOPIC=" + topics.in,
+		"BYOK_LOG_LEVEL=debug",
+	}
+	listen := freePort(t)
+	ingest := start(t, "ingest", binary(t, "ingest"), append(common, "BYOK_INGEST_LISTEN="+listen)...)
+	waitHTTP(t, "http://"+listen+"/healthz", 30*time.Second)
+	encEnv := append(common, "BYOK_STORAGE_TOPIC="+topics.stored, "BYOK_DEADLETTER_TOPIC="+topics.dead,
+		"BYOK_ENCRYPTOR_GROUP="+run, "BYOK_TENANTS_FILE="+tenantsFile, "BYOK_SESSION_TIMEOUT=6s",
+		"BYOK_STATS_INTERVAL=500ms", "BYOK_CREATE_TOPICS=false")
+	encA := start(t, "encryptor-a", binary(t, "encryptor"), append(encEnv, "BYOK_WORKER_ID=enc-a")...)
+	encB := start(t, "encryptor-b", binary(t, "encryptor"), append(encEnv, "BYOK_WORKER_ID=enc-b")...)
+
+	// Send 10,000 messages in batches of 100, paced so the kill lands mid-run.
+	const bodyCanary = "CANARY-BODY-e2e"
+	sent := map[string]string{} // message id → body
+	sentChat := map[string]string{}
+	start := time.Now()
+	for batch := 0; batch < messages/100; batch++ {
+		var req struct {
+			Messages []map[string]string `json:"messages"`
+		}
+		for i := batch * 100; i < (batch+1)*100; i++ {
+			chat := i % chats
+			id := fmt.Sprintf("%s-m%05d", run, i)
+			body := fmt.Sprintf("%s %d: привет, this is message %d of chat %d", bodyCanary, i, i, chat)
+			sent[id] = body
+			sentChat[id] = fmt.Sprintf("chat-%d", chat)
+			req.Messages = append(req.Messages, map[string]string{
+				"tenant_id": tenantIDs[chat%tenants], "chat_id": sentChat[id], "message_id": id,
+				"sender_id": "user-1", "body": body,
+			})
+		}
+		postBatch(t, listen, req)
+		if batch == 40 {
+			// Kill one encryptor as a crash would, once it has done some work.
+			waitFor(t, 30*time.Second, "encryptor-a to write records", func() bool { return written(encA.out.Bytes()) > 0 })
+			encA.kill()
+			t.Logf("killed encryptor-a after %d messages posted; it had written %d records", (batch+1)*100, written(encA.out.Bytes()))
+		}
+		time.Sleep(30 * time.Millisecond)
+	}
+	t.Logf("posted %d messages through the ingest API in %v", messages, time.Since(start).Round(time.Millisecond))
+
+	// Every message id must reach the storage topic.
+	records := readStored(t, ctx, brokers, topics.stored, run, sent, 3*time.Minute)
+	encB.stop(t, 30*time.Second)
+	ingest.stop(t, 30*time.Second)
+
+	seen := map[string]int{}
+	var envelopes []*byokv1.StoredMessage
+	var storageBytes [][]byte
+	for _, m := range records {
+		var sm byokv1.StoredMessage
+		if err := proto.Unmarshal(m.Value, &sm); err != nil {
+			t.Fatalf("storage record at %d/%d is not a StoredMessage: %v", m.Partition, m.Offset, err)
+		}
+		seen[sm.MessageId]++
+		envelopes = append(envelopes, &sm)
+		storageBytes = append(storageBytes, m.Key, m.Value)
+		for _, h := range m.Headers {
+			storageBytes = append(storageBytes, h.Value)
+		}
+		if sm.GetEnvelope() == nil {
+			t.Fatalf("message %s stored without an envelope", sm.MessageId)
+		}
+		if string(m.Key) != sm.TenantId+"/"+sm.ChatId {
+			t.Fatalf("message %s keyed %q, want tenant/chat", sm.MessageId, m.Key)
+		}
+	}
+	dups := 0
+	for id := range sent {
+		if seen[id] == 0 {
+			t.Fatalf("message %s never reached the storage topic", id)
+		}
+		dups += seen[id] - 1
+	}
+	t.Logf("storage topic: %d records for %d messages (%d duplicates from the replay after the kill)", len(records), messages, dups)
+
+	// No plaintext body anywhere in the storage topic's bytes.
+	for _, b := range storageBytes {
+		if bytes.Contains(b, []byte(bodyCanary)) || bytes.Contains(b, []byte("привет")) {
+			t.Fatal("a plaintext body appears in the storage topic")
+		}
+	}
+
+	// Every envelope opens to the original, through Vault with the tenant's credential.
+	dir := tenant.NewDirectory(zerolog.Nop())
+	if err := dir.LoadFile(tenantsFile); err != nil {
+		t.Fatal(err)
+	}
+	items := make([]decrypt.Item, len(envelopes))
+	for i, sm := range envelopes {
+		items[i] = decrypt.Item{MessageID: sm.MessageId, Envelope: sm.GetEnvelope()}
+	}
+	opener := &decrypt.Opener{Resolver: dir}
+	bodies, errs := opener.Open(ctx, decrypt.Request{Actor: "e2e-test", Purpose: "verify"}, items)
+	for i, sm := range envelopes {
+		if errs[i] != nil {
+			t.Fatalf("message %s does not open: %v", sm.MessageId, errs[i])
+		}
+		if string(bodies[i]) != sent[sm.MessageId] {
+			t.Fatalf("message %s opened to a different body", sm.MessageId)
+		}
+	}
+
+	// An envelope moved to another chat does not open (Vault refuses the scope, and the AAD too).
+	moved, err := envelope.Parse(envelopes[0].GetEnvelope())
+	if err != nil {
+		t.Fatal(err)
+	}
+	moved.Scope.ChatID = "chat-moved"
+	_, errs = opener.Open(ctx, decrypt.Request{Actor: "e2e-test", Purpose: "verify"},
+		[]decrypt.Item{{MessageID: envelopes[0].MessageId, Envelope: moved.Marshal()}})
+	if errs[0] == nil || !(errors.Is(errs[0], kms.ErrInvalidCiphertext) || errors.Is(errs[0], envelope.ErrOpen)) {
+		t.Fatalf("moved envelope opened or failed oddly: %v", errs[0])
+	}
+	t.Logf("an envelope moved to another chat fails to open: %v", errs[0])
+
+	// Vault calls, from Vault's own audit log.
+	calls := countVaultCalls(t, auditFile, keys)
+	t.Logf("Vault transit calls for %d messages: encrypt %d (wrapping %d DEKs), decrypt %d (by this test's verification)",
+		messages, calls["encrypt"], calls["encrypt-items"], calls["decrypt"])
+	fmt.Printf("e2e: %d messages, %d stored records (%d duplicates), Vault encrypt calls %d (%.4f per message), decrypt calls %d\n",
+		messages, len(records), dups, calls["encrypt"], float64(calls["encrypt"])/messages, calls["decrypt"])
+	if calls["encrypt"] == 0 || calls["encrypt"] > messages/20 {
+		t.Fatalf("Vault encrypt calls = %d, want between 1 and %d (far below %d messages)", calls["encrypt"], messages/20, messages)
+	}
+
+	// No canary — body, credential or DEK — in any process's log lines.
+	needles := map[string][]byte{"body": []byte(bodyCanary), "vault token": []byte(tokenCanary)}
+	for i, d := range distinctDEKs(t, ctx, dir, envelopes) {
+		needles[fmt.Sprintf("DEK %d", i)] = d
+		needles[fmt.Sprintf("DEK %d hex", i)] = []byte(hex.EncodeToString(d))
+		needles[fmt.Sprintf("DEK %d base64", i)] = []byte(base64.StdEncoding.EncodeToString(d))
+	}
+	lines := 0
+	for _, p := range []*proc{ingest, encA, encB} {
+		out := p.out.Bytes()
+		lines += bytes.Count(out, []byte("\n"))
+		for what, n := range needles {
+			if bytes.Contains(out, n) {
+				t.Fatalf("%s leaked into %s's log", what, p.name)
+			}
+		}
+	}
+	t.Logf("scanned %d log lines of 3 processes for %d canaries: none found", lines, len(needles))
+}
+
+func vaultAdmin(t *testing.T, addr, token string) *vaultapi.Client {
+	cfg := vaultapi.DefaultConfig()
+	cfg.Address = addr
+	c, err := vaultapi.NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetToken(token)
+	return c
+}
+
+func postBatch(t *testing.T, listen string, req any) {
+	t.Helper()
+	b, _ := json.Marshal(req)
+	for attempt := 0; ; attempt++ {
+		resp, err := httpClient.Post("http://"+listen+"/v1/messages:batch", "application/json", bytes.NewReader(b))
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusAccepted {
+				return
+			}
+			err = fmt.Errorf("HTTP %d", resp.StatusCode)
+		}
+		if attempt == 5 {
+			t.Fatalf("POST /v1/messages:batch: %v", err)
+		}
+		time.Sleep(time.Second)
+	}
+}
+
+func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// written returns the last "Written" counter an encryptor logged in its stats lines.
+func written(logs []byte) int64 {
+	var last int64
+	sc := bufio.NewScanner(bytes.NewReader(logs))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		var line struct {
+			Msg    string `json:"message"`
+			Worker struct {
+				Written int64
+			} `json:"worker"`
+		}
+		if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "stats" {
+			last = line.Worker.Written
+		}
+	}
+	return last
+}
+
+// readStored consumes the storage topic until every sent message id was seen, and returns all
+// records read (duplicates included).
+func readStored(t *testing.T, ctx context.Context, brokers []string, topic, run string, sent map[string]string, within time.Duration) []kafka.Message {
+	t.Helper()
+	r := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: topic, GroupID: run + "-verify",
+		StartOffset: kafka.FirstOffset, MaxWait: 200 * time.Millisecond, SessionTimeout: 6 * time.Second})
+	defer r.Close()
+	rctx, cancel := context.WithTimeout(ctx, within)
+	defer cancel()
+	var out []kafka.Message
+	missing := map[string]bool{}
+	for id := range sent {
+		missing[id] = true
+	}
+	for len(missing) > 0 {
+		m, err := r.ReadMessage(rctx)
+		if err != nil {
+			t.Fatalf("storage topic: %d of %d messages arrived before %v", len(sent)-len(missing), len(sent), err)
+		}
+		out = append(out, m)
+		delete(missing, kafkax.Header(m, kafkax.HeaderMessageID))
+	}
+	// Drain what else is already there (late duplicates), briefly.
+	dctx, dcancel := context.WithTimeout(ctx, 2*time.Second)
+	defer dcancel()
+	for {
+		m, err := r.ReadMessage(dctx)
+		if err != nil {
+			return out
+		}
+		out = append(out, m)
+	}
+}
+
+// countVaultCalls counts transit requests to keys in a Vault file audit log.
+func countVaultCalls(t *testing.T, path string, keys []string) map[string]int {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	counts := map[string]int{}
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<20), 64<<20)
+	for sc.Scan() {
+		var e struct {
+			Type    string `json:"type"`
+			Request struct {
+				Path string         `json:"path"`
+				Data map[string]any `json:"data"`
+			} `json:"request"`
+		}
+		if json.Unmarshal(sc.Bytes(), &e) != nil || e.Type != "request" {
+			continue
+		}
+		for _, k := range keys {
+			for _, op := range []string{"encrypt", "decrypt"} {
+				if e.Request.Path == "transit/"+op+"/"+k {
+					counts[op]++
+					if items, ok := e.Request.Data["batch_input"].([]any); ok {
+						counts[op+"-items"] += len(items)
+					}
+				}
+			}
+		}
+	}
+	return counts
+}
+
+// distinctDEKs unwraps each distinct wrapped DEK once, so the log scan can look for them.
+func distinctDEKs(t *testing.T, ctx context.Context, dir *tenant.Directory, stored []*byokv1.StoredMessage) [][]byte {
+	t.Helper()
+	seen := map[string]bool{}
+	var out [][]byte
+	for _, sm := range stored {
+		e, err := envelope.Parse(sm.GetEnvelope())
+		if err != nil || seen[string(e.Key.WrappedDEK)] {
+			continue
+		}
+		seen[string(e.Key.WrappedDEK)] = true
+		k, err := dir.KMSFor(e.Scope.TenantID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := k.Unwrap(ctx, []kms.UnwrapRequest{{WrappedDEK: e.Key.WrappedDEK, Context: e.Scope.KMSContext()}})
+		if err != nil || res[0].Err != nil {
+			t.Fatalf("unwrap for canary scan: %v %v", err, res)
+		}
+		out = append(out, res[0].DEK)
+	}
+	if len(out) == 0 {
+		t.Fatal("no DEKs to scan for")
+	}
+	return out
+}

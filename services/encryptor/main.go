@@ -1,0 +1,152 @@
+// Command encryptor consumes plaintext message events, encrypts each body with a DEK of its
+// scope wrapped by the tenant's own KMS, and writes envelopes to the storage topic. Run as many
+// processes as the input topic has partitions to scale out; they share one consumer group.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/byok-io/byok/pkg/dek"
+	"github.com/byok-io/byok/pkg/flagenv"
+	"github.com/byok-io/byok/pkg/kafkax"
+	"github.com/byok-io/byok/pkg/logging"
+	"github.com/byok-io/byok/pkg/tenant"
+	"github.com/byok-io/byok/services/encryptor/worker"
+)
+
+type config struct {
+	worker        worker.Config
+	dek           dek.Config
+	tenantsFile   string
+	tenantsJSON   string
+	createTopics  bool
+	partitions    int
+	statsInterval time.Duration
+	logLevel      string
+}
+
+func parseConfig(args []string) (config, error) {
+	var c config
+	fs := flagenv.New("encryptor")
+	brokers := fs.Strings("brokers", "BYOK_KAFKA_BROKERS", "127.0.0.1:19092", "Kafka bootstrap brokers, comma-separated")
+	input := fs.String("plaintext-topic", "BYOK_PLAINTEXT_TOPIC", kafkax.TopicPlaintext, "plaintext topic to consume")
+	storage := fs.String("storage-topic", "BYOK_STORAGE_TOPIC", kafkax.TopicStored, "topic envelopes are written to")
+	dlq := fs.String("deadletter-topic", "BYOK_DEADLETTER_TOPIC", kafkax.TopicDeadLetter, "topic for input that cannot be processed")
+	group := fs.String("group", "BYOK_ENCRYPTOR_GROUP", "byok-encryptor", "consumer group id")
+	host, _ := os.Hostname()
+	workerID := fs.String("worker-id", "BYOK_WORKER_ID", fmt.Sprintf("%s-%d", host, os.Getpid()), "this process's name in logs and audit")
+	batch := fs.Int("batch-size", "BYOK_BATCH_SIZE", 1000, "most records processed together")
+	batchWait := fs.Duration("batch-wait", "BYOK_BATCH_WAIT", 10*time.Millisecond, "how long a batch waits to fill")
+	unenc := fs.String("unencrypted-tenants", "BYOK_UNENCRYPTED_TENANTS", worker.Reject, "tenants without byok: reject (dead-letter) or passthrough")
+	maxHeld := fs.Int("max-held", "BYOK_MAX_HELD", 100_000, "records held for failing KMSs before fetching pauses")
+	session := fs.Duration("session-timeout", "BYOK_SESSION_TIMEOUT", 10*time.Second, "consumer group session timeout")
+	shutdown := fs.Duration("shutdown-timeout", "BYOK_SHUTDOWN_TIMEOUT", 15*time.Second, "bound on finishing in-flight work at stop")
+	maxAge := fs.Duration("dek-max-age", "BYOK_DEK_MAX_AGE", time.Hour, "how long one DEK seals new messages")
+	maxUses := fs.Int("dek-max-uses", "BYOK_DEK_MAX_USES", 1<<24, "how many messages one DEK seals")
+	maxEntries := fs.Int("dek-cache-size", "BYOK_DEK_CACHE_SIZE", 100_000, "most DEKs kept in memory")
+	window := fs.Duration("kms-batch-window", "BYOK_KMS_BATCH_WINDOW", 5*time.Millisecond, "how long a new scope waits to share a KMS call")
+	maxBatch := fs.Int("kms-max-batch", "BYOK_KMS_MAX_BATCH", 500, "most DEKs wrapped in one KMS call")
+	tenantsFile := fs.String("tenants-file", "BYOK_TENANTS_FILE", "", "JSON file of tenant KMS settings, re-read when it changes")
+	tenantsJSON := fs.String("tenants", "BYOK_TENANTS", "", "tenant KMS settings as inline JSON (instead of -tenants-file)")
+	createTopics := fs.Bool("create-topics", "BYOK_CREATE_TOPICS", true, "create missing topics at start")
+	partitions := fs.Int("partitions", "BYOK_PARTITIONS", 6, "partitions of topics created at start")
+	stats := fs.Duration("stats-interval", "BYOK_STATS_INTERVAL", 10*time.Second, "how often to log counters")
+	level := fs.String("log-level", "BYOK_LOG_LEVEL", "info", "debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	c.worker = worker.Config{
+		Brokers: *brokers, InputTopic: *input, StorageTopic: *storage, DeadLetterTopic: *dlq,
+		GroupID: *group, WorkerID: *workerID, BatchSize: *batch, BatchWait: *batchWait,
+		Unencrypted: *unenc, MaxHeld: *maxHeld, SessionTimeout: *session, ShutdownTimeout: *shutdown,
+	}
+	if err := c.worker.Validate(); err != nil {
+		return c, fmt.Errorf("invalid configuration: %w", err)
+	}
+	c.dek = dek.Config{MaxAge: *maxAge, MaxUses: int64(*maxUses), MaxEntries: *maxEntries, BatchWindow: *window, MaxBatch: *maxBatch}
+	if (*tenantsFile == "") == (*tenantsJSON == "") {
+		return c, fmt.Errorf("invalid configuration: set exactly one of -tenants-file (BYOK_TENANTS_FILE) or -tenants (BYOK_TENANTS)")
+	}
+	if *partitions < 1 {
+		return c, fmt.Errorf("invalid configuration: -partitions (BYOK_PARTITIONS) must be at least 1")
+	}
+	c.tenantsFile, c.tenantsJSON, c.createTopics, c.partitions = *tenantsFile, *tenantsJSON, *createTopics, *partitions
+	c.statsInterval, c.logLevel = *stats, *level
+	return c, nil
+}
+
+func main() {
+	cfg, err := parseConfig(os.Args[1:])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "encryptor:", err)
+		os.Exit(2)
+	}
+	log := logging.New("encryptor", cfg.logLevel, nil)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, cfg, log); err != nil {
+		log.Error().Err(err).Msg("encryptor failed")
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, cfg config, log zerolog.Logger) error {
+	dir := tenant.NewDirectory(log)
+	defer dir.Close()
+	if cfg.tenantsFile != "" {
+		if err := dir.LoadFile(cfg.tenantsFile); err != nil {
+			return err
+		}
+		go dir.WatchFile(ctx, cfg.tenantsFile, 2*time.Second)
+	} else {
+		f, err := tenant.ParseFile([]byte(cfg.tenantsJSON))
+		if err != nil {
+			return err
+		}
+		dir.Apply(f)
+	}
+	deks := dek.New(dir, cfg.dek)
+	defer deks.Close()
+	dir.OnChange(func(ids []string) {
+		for _, id := range ids {
+			deks.DropTenant(id)
+		}
+	})
+
+	if cfg.createTopics {
+		tctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+		err := kafkax.EnsureTopics(tctx, cfg.worker.Brokers,
+			kafkax.TopicSpec{Name: cfg.worker.InputTopic, Partitions: cfg.partitions},
+			kafkax.TopicSpec{Name: cfg.worker.StorageTopic, Partitions: cfg.partitions},
+			kafkax.TopicSpec{Name: cfg.worker.DeadLetterTopic, Partitions: 1})
+		cancel()
+		if err != nil {
+			return err
+		}
+	}
+
+	w, err := worker.New(cfg.worker, dir, deks, log)
+	if err != nil {
+		return err
+	}
+	go func() {
+		t := time.NewTicker(cfg.statsInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				log.Info().Interface("worker", w.Stats()).Interface("dek", deks.Stats()).Msg("stats")
+			}
+		}
+	}()
+	return w.Run(ctx)
+}

@@ -1,0 +1,117 @@
+// Command ingest is where messages enter byok over HTTP: it accepts messages on POST /v1/messages
+// (and /v1/messages:batch) and publishes them to the plaintext topic, answering 202 once Kafka
+// has acknowledged. The API lives in services/ingest/api; this file only reads configuration,
+// builds the Kafka producer and runs the server until SIGINT or SIGTERM.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/rs/zerolog"
+
+	"github.com/byok-io/byok/pkg/kafkax"
+	"github.com/byok-io/byok/pkg/logging"
+	"github.com/byok-io/byok/pkg/producer"
+	"github.com/byok-io/byok/services/ingest/api"
+)
+
+type config struct {
+	listen   string
+	brokers  []string
+	topic    string
+	logLevel string
+}
+
+// parseConfig reads flags, each falling back to its environment variable, then to its default.
+// Errors name the flag and the variable.
+func parseConfig(args []string, getenv func(string) string, usage io.Writer) (config, error) {
+	env := func(name, def string) string {
+		if v := getenv(name); v != "" {
+			return v
+		}
+		return def
+	}
+	fs := flag.NewFlagSet("ingest", flag.ContinueOnError)
+	fs.SetOutput(usage)
+	listen := fs.String("listen", env("BYOK_INGEST_LISTEN", "127.0.0.1:8080"), "HTTP listen address (env BYOK_INGEST_LISTEN)")
+	brokers := fs.String("brokers", env("BYOK_KAFKA_BROKERS", "127.0.0.1:19092"), "comma-separated Kafka bootstrap brokers (env BYOK_KAFKA_BROKERS)")
+	topic := fs.String("plaintext-topic", env("BYOK_PLAINTEXT_TOPIC", kafkax.TopicPlaintext), "plaintext topic to publish to (env BYOK_PLAINTEXT_TOPIC)")
+	logLevel := fs.String("log-level", env("BYOK_LOG_LEVEL", "info"), "debug, info, warn or error (env BYOK_LOG_LEVEL)")
+	if err := fs.Parse(args); err != nil {
+		return config{}, err
+	}
+	if fs.NArg() > 0 {
+		return config{}, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	cfg := config{listen: *listen, topic: strings.TrimSpace(*topic), logLevel: strings.ToLower(*logLevel)}
+	if _, _, err := net.SplitHostPort(cfg.listen); err != nil {
+		return config{}, fmt.Errorf("-listen (BYOK_INGEST_LISTEN) %q is not host:port", cfg.listen)
+	}
+	for b := range strings.SplitSeq(*brokers, ",") {
+		b = strings.TrimSpace(b)
+		if b == "" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(b); err != nil {
+			return config{}, fmt.Errorf("-brokers (BYOK_KAFKA_BROKERS): %q is not host:port", b)
+		}
+		cfg.brokers = append(cfg.brokers, b)
+	}
+	if len(cfg.brokers) == 0 {
+		return config{}, fmt.Errorf("-brokers (BYOK_KAFKA_BROKERS) is empty")
+	}
+	if cfg.topic == "" {
+		return config{}, fmt.Errorf("-plaintext-topic (BYOK_PLAINTEXT_TOPIC) is empty")
+	}
+	switch cfg.logLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		return config{}, fmt.Errorf("-log-level (BYOK_LOG_LEVEL) %q is not one of debug, info, warn, error", cfg.logLevel)
+	}
+	return cfg, nil
+}
+
+func main() {
+	cfg, err := parseConfig(os.Args[1:], os.Getenv, os.Stderr)
+	if err != nil {
+		if err != flag.ErrHelp {
+			fmt.Fprintf(os.Stderr, "ingest: invalid configuration: %v\n", err)
+		}
+		os.Exit(2)
+	}
+	log := logging.New("ingest", cfg.logLevel, nil)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, cfg, log); err != nil {
+		log.Error().Err(err).Msg("exiting")
+		os.Exit(1)
+	}
+}
+
+// run builds the producer and serves until ctx ends; the producer is closed (flushed) only after
+// the server has drained, so every 202 already sent stays true.
+func run(ctx context.Context, cfg config, log zerolog.Logger) error {
+	pub, err := producer.New(cfg.brokers, producer.WithTopic(cfg.topic), producer.WithLogger(log))
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := pub.Close(); err != nil {
+			log.Error().Err(err).Msg("closing producer")
+		}
+	}()
+	ln, err := net.Listen("tcp", cfg.listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s (-listen, BYOK_INGEST_LISTEN): %w", cfg.listen, err)
+	}
+	log.Info().Strs("brokers", cfg.brokers).Str("topic", cfg.topic).Msg("starting")
+	return api.Serve(ctx, ln, api.NewHandler(pub, log), log)
+}
