@@ -13,8 +13,8 @@ test: ## every test, starting real Kafka and Vault (what CI runs)
 proto: ## regenerate pkg/gen from schemas/proto
 	bash scripts/gen-proto.sh
 
-bench: ## encrypt vs identity pass-through on a real Kafka (see BENCHMARKS.md)
-	bash scripts/bench.sh
+bench: ## encrypt vs identity pass-through on a real Kafka, then Vault at 100k new scopes (BENCHMARKS.md)
+	bash scripts/bench.sh -messages 500000 -rounds 5
 
 bench-embedded:
 	cd services && go run ./bench

@@ -123,6 +123,17 @@ func Run(ctx context.Context, cfg Config, out, progress io.Writer) error {
 	}
 	defer cleanup()
 
+	// Create every output topic before any writer starts: kafka-go's shared transport caches
+	// topic metadata for a few seconds and would not see topics created later.
+	var outputs []kafkax.TopicSpec
+	for r := 0; r < cfg.Rounds; r++ {
+		for _, mode := range []string{worker.ModeIdentity, worker.ModeEncrypt} {
+			outputs = append(outputs, kafkax.TopicSpec{Name: fmt.Sprintf("%s.%s.%d", run, mode, r), Partitions: cfg.Partitions})
+		}
+	}
+	if err := kafkax.EnsureTopics(ctx, brokers, outputs...); err != nil {
+		return err
+	}
 	var results []result
 	for r := 0; r < cfg.Rounds; r++ {
 		modes := []string{worker.ModeIdentity, worker.ModeEncrypt}
@@ -241,9 +252,6 @@ func (c *countingResolver) KMSFor(t string) (kms.KMS, error) {
 }
 
 func runMode(ctx context.Context, cfg Config, brokers []string, input, output, mode string, dir *tenant.Directory, progress io.Writer) (result, error) {
-	if err := kafkax.EnsureTopics(ctx, brokers, kafkax.TopicSpec{Name: output, Partitions: cfg.Partitions}); err != nil {
-		return result{}, err
-	}
 	res := &countingResolver{Resolver: dir}
 	deks := dek.New(res, dek.Config{})
 	defer deks.Close()

@@ -16,6 +16,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -486,16 +487,24 @@ func (w *Worker) transform(ctx context.Context, batch []*item, held *[]*item) (o
 	}
 
 	keys, errs := w.keys.Keys(ctx, scopes)
+	// Sealing and encoding are pure CPU: spread them over the cores, keeping batch order.
+	sealed := make([]kafka.Message, len(toSeal))
+	sealErrs := make([]error, len(toSeal))
+	parallel(len(toSeal), func(j int) {
+		it := toSeal[j]
+		i := scopeIdx[message.Scope(it.event)]
+		if sealErrs[j] = errs[i]; sealErrs[j] != nil {
+			return
+		}
+		env, err := keys[i].Seal(it.event.MessageId, it.event.Body)
+		if sealErrs[j] = err; err == nil {
+			sealed[j] = w.stored(it.event, &byokv1.StoredMessage{Payload: &byokv1.StoredMessage_Envelope{Envelope: env}})
+		}
+	})
 	failedTenants := map[string]error{}
 	now := time.Now()
-	for _, it := range toSeal {
-		i := scopeIdx[message.Scope(it.event)]
-		var env []byte
-		err := errs[i]
-		if err == nil {
-			env, err = keys[i].Seal(it.event.MessageId, it.event.Body)
-		}
-		if err != nil {
+	for j, it := range toSeal {
+		if err := sealErrs[j]; err != nil {
 			// Fail closed: never written unencrypted, never dropped; retried with backoff.
 			it.attempts++
 			it.due = now.Add(w.backoff(it.attempts))
@@ -504,7 +513,7 @@ func (w *Worker) transform(ctx context.Context, batch []*item, held *[]*item) (o
 			failedTenants[it.event.TenantId] = err
 			continue
 		}
-		out = append(out, w.stored(it.event, &byokv1.StoredMessage{Payload: &byokv1.StoredMessage_Envelope{Envelope: env}}))
+		out = append(out, sealed[j])
 		w.encrypted.Add(1)
 		finished = append(finished, it)
 	}
@@ -513,6 +522,31 @@ func (w *Worker) transform(ctx context.Context, batch []*item, held *[]*item) (o
 			Msg("tenant KMS failed; holding its messages and retrying with backoff")
 	}
 	return out, dead, finished
+}
+
+// parallel calls fn(0..n-1), split into one contiguous chunk per core when n is large enough
+// to be worth the goroutines.
+func parallel(n int, fn func(i int)) {
+	workers := runtime.GOMAXPROCS(0)
+	if n < 256 || workers < 2 {
+		for i := 0; i < n; i++ {
+			fn(i)
+		}
+		return
+	}
+	var wg sync.WaitGroup
+	chunk := (n + workers - 1) / workers
+	for lo := 0; lo < n; lo += chunk {
+		hi := min(lo+chunk, n)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := lo; i < hi; i++ {
+				fn(i)
+			}
+		}()
+	}
+	wg.Wait()
 }
 
 func (w *Worker) backoff(attempt int) time.Duration {
