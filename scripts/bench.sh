@@ -6,7 +6,7 @@ cd "$BYOK_ROOT"
 bash scripts/install-deps.sh
 export BYOK_RUN="$BYOK_ROOT/.run/bench"
 export KAFKA_PORT="${KAFKA_PORT:-39092}" KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-39093}" VAULT_PORT="${VAULT_PORT:-38200}"
-stop_all() { bash scripts/kafka.sh stop >/dev/null 2>&1 || true; bash scripts/vault.sh stop >/dev/null 2>&1 || true; }
+stop_all() { bash "$BYOK_ROOT/scripts/kafka.sh" stop >/dev/null 2>&1 || true; bash "$BYOK_ROOT/scripts/vault.sh" stop >/dev/null 2>&1 || true; }
 trap stop_all EXIT
 bash scripts/kafka.sh reset >/dev/null 2>&1 || true
 bash scripts/kafka.sh start

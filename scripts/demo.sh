@@ -7,7 +7,7 @@ cd "$BYOK_ROOT"
 bash scripts/install-deps.sh
 export BYOK_RUN="$BYOK_ROOT/.run/demo"
 export KAFKA_PORT="${KAFKA_PORT:-19092}" VAULT_PORT="${VAULT_PORT:-18200}"
-stop_all() { bash scripts/kafka.sh stop >/dev/null 2>&1 || true; bash scripts/vault.sh stop >/dev/null 2>&1 || true; }
+stop_all() { bash "$BYOK_ROOT/scripts/kafka.sh" stop >/dev/null 2>&1 || true; bash "$BYOK_ROOT/scripts/vault.sh" stop >/dev/null 2>&1 || true; }
 trap stop_all EXIT
 bash scripts/kafka.sh start
 bash scripts/vault.sh start

@@ -28,7 +28,7 @@ bad=$(gofmt -l pkg services | grep -v '^pkg/gen/' || true)
 
 step "start Kafka and Vault"
 bash scripts/kafka.sh reset >/dev/null 2>&1 || true
-cleanup() { bash scripts/kafka.sh stop || true; bash scripts/vault.sh stop || true; rm -rf "$tmp"; }
+cleanup() { bash "$BYOK_ROOT/scripts/kafka.sh" stop || true; bash "$BYOK_ROOT/scripts/vault.sh" stop || true; rm -rf "$tmp"; }
 trap cleanup EXIT
 bash scripts/kafka.sh start
 bash scripts/vault.sh start

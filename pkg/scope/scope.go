@@ -79,3 +79,32 @@ func (s Scope) KMSContext() []byte {
 	b = append(b, s.ChatID...)
 	return binary.BigEndian.AppendUint32(b, uint32(s.Day))
 }
+
+// ParseKMSContext is the inverse of KMSContext. It reports false for bytes that are not a
+// well-formed scope context (KMS contexts are built by byok, so that means corruption or a
+// foreign caller).
+func ParseKMSContext(b []byte) (Scope, bool) {
+	const prefix = "byok.scope.v1"
+	if len(b) < len(prefix)+2 || string(b[:len(prefix)]) != prefix {
+		return Scope{}, false
+	}
+	b = b[len(prefix):]
+	next := func() (string, bool) {
+		if len(b) < 2 {
+			return "", false
+		}
+		n := int(binary.BigEndian.Uint16(b))
+		if len(b) < 2+n {
+			return "", false
+		}
+		s := string(b[2 : 2+n])
+		b = b[2+n:]
+		return s, true
+	}
+	tenant, ok1 := next()
+	chat, ok2 := next()
+	if !ok1 || !ok2 || len(b) != 4 {
+		return Scope{}, false
+	}
+	return Scope{TenantID: tenant, ChatID: chat, Day: Day(binary.BigEndian.Uint32(b))}, true
+}

@@ -50,3 +50,20 @@ func TestValidate(t *testing.T) {
 		t.Errorf("Validate(valid) = %v", err)
 	}
 }
+
+func TestParseKMSContext(t *testing.T) {
+	s := Scope{TenantID: "acme", ChatID: "general", Day: 20426}
+	got, ok := ParseKMSContext(s.KMSContext())
+	if !ok || got != s {
+		t.Fatalf("ParseKMSContext(KMSContext(s)) = %v, %t", got, ok)
+	}
+	ctx := s.KMSContext()
+	for n := 0; n < len(ctx); n++ {
+		if _, ok := ParseKMSContext(ctx[:n]); ok {
+			t.Fatalf("ParseKMSContext(first %d bytes) ok, want false", n)
+		}
+	}
+	if _, ok := ParseKMSContext(append(ctx, 0)); ok {
+		t.Fatal("ParseKMSContext(trailing byte) ok, want false")
+	}
+}

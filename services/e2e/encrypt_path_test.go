@@ -21,6 +21,7 @@ import (
 	"github.com/segmentio/kafka-go"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/byok-io/byok/pkg/audit"
 	"github.com/byok-io/byok/pkg/decrypt"
 	"github.com/byok-io/byok/pkg/envelope"
 	byokv1 "github.com/byok-io/byok/pkg/gen/byokv1"
@@ -60,13 +61,14 @@ func TestEncryptPathEndToEnd(t *testing.T) {
 		tenants  = 3
 	)
 	run := fmt.Sprintf("e2e-%d", time.Now().UnixNano())
-	topics := struct{ in, stored, dead string }{run + ".plaintext", run + ".stored", run + ".deadletter"}
+	topics := struct{ in, stored, dead, audit string }{run + ".plaintext", run + ".stored", run + ".deadletter", run + ".audit"}
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	if err := kafkax.EnsureTopics(ctx, brokers,
 		kafkax.TopicSpec{Name: topics.in, Partitions: 6},
 		kafkax.TopicSpec{Name: topics.stored, Partitions: 6},
-		kafkax.TopicSpec{Name: topics.dead, Partitions: 1}); err != nil {
+		kafkax.TopicSpec{Name: topics.dead, Partitions: 1},
+		kafkax.TopicSpec{Name: topics.audit, Partitions: 3}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -122,7 +124,7 @@ func TestEncryptPathEndToEnd(t *testing.T) {
 	listen := freePort(t)
 	ingest := start(t, "ingest", binary(t, "ingest"), append(common, "BYOK_INGEST_LISTEN="+listen)...)
 	waitHTTP(t, "http://"+listen+"/healthz", 30*time.Second)
-	encEnv := append(common, "BYOK_STORAGE_TOPIC="+topics.stored, "BYOK_DEADLETTER_TOPIC="+topics.dead,
+	encEnv := append(common, "BYOK_STORAGE_TOPIC="+topics.stored, "BYOK_DEADLETTER_TOPIC="+topics.dead, "BYOK_AUDIT_TOPIC="+topics.audit,
 		"BYOK_ENCRYPTOR_GROUP="+run, "BYOK_TENANTS_FILE="+tenantsFile, "BYOK_SESSION_TIMEOUT=6s",
 		"BYOK_STATS_INTERVAL=500ms", "BYOK_CREATE_TOPICS=false")
 	encA := start(t, "encryptor-a", binary(t, "encryptor"), append(encEnv, "BYOK_WORKER_ID=enc-a")...)
@@ -244,6 +246,28 @@ func TestEncryptPathEndToEnd(t *testing.T) {
 		t.Fatalf("Vault encrypt calls = %d, want between 1 and %d (far below %d messages)", calls["encrypt"], messages/20, messages)
 	}
 
+	// byok's own audit trail: one wrap event per Vault encrypt call, chains intact.
+	events := readAudit(t, ctx, brokers, topics.audit)
+	wraps, wrapped := 0, 0
+	for _, ev := range events {
+		if ev.Operation == "wrap" && ev.Result == "ok" {
+			wraps++
+			wrapped += int(ev.DekCount)
+			if ev.ActorService != "encryptor" || ev.Purpose != "encrypt" || ev.Provider != "vault" || len(ev.Scopes) != int(ev.DekCount) {
+				t.Fatalf("audit event %s lacks actor, purpose, provider or scopes: %v", ev.EventId, ev)
+			}
+		}
+	}
+	if wraps != calls["encrypt"] || wrapped != calls["encrypt-items"] {
+		t.Fatalf("byok audit recorded %d wraps of %d DEKs; Vault's audit log saw %d encrypt calls of %d items", wraps, wrapped, calls["encrypt"], calls["encrypt-items"])
+	}
+	for _, r := range audit.Verify(events) {
+		if r.Problem != "" {
+			t.Fatalf("audit chain %s/%s broken: %s", r.TenantID, r.WorkerID, r.Problem)
+		}
+	}
+	t.Logf("byok audit topic: %d events, %d wraps (= Vault's %d encrypt calls), every chain intact", len(events), wraps, calls["encrypt"])
+
 	// No canary — body, credential or DEK — in any process's log lines.
 	needles := map[string][]byte{"body": []byte(bodyCanary), "vault token": []byte(tokenCanary)}
 	for i, d := range distinctDEKs(t, ctx, dir, envelopes) {
@@ -356,6 +380,30 @@ func readStored(t *testing.T, ctx context.Context, brokers []string, topic, run 
 		}
 		out = append(out, m)
 	}
+}
+
+// readAudit reads every event on the audit topic.
+func readAudit(t *testing.T, ctx context.Context, brokers []string, topic string) []*byokv1.AuditEvent {
+	t.Helper()
+	var out []*byokv1.AuditEvent
+	for p := 0; p < 3; p++ {
+		r := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: topic, Partition: p, MaxWait: 100 * time.Millisecond})
+		rctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		for {
+			m, err := r.ReadMessage(rctx)
+			if err != nil {
+				break
+			}
+			var ev byokv1.AuditEvent
+			if err := proto.Unmarshal(m.Value, &ev); err != nil {
+				t.Fatalf("audit record is not an AuditEvent: %v", err)
+			}
+			out = append(out, &ev)
+		}
+		cancel()
+		r.Close()
+	}
+	return out
 }
 
 // countVaultCalls counts transit requests to keys in a Vault file audit log.

@@ -77,7 +77,12 @@ func start(t *testing.T, name, bin string, env ...string) *proc {
 		t.Fatalf("start %s: %v", name, err)
 	}
 	go func() { p.done <- p.cmd.Wait() }()
-	t.Cleanup(func() { p.kill() })
+	t.Cleanup(func() {
+		p.kill()
+		if t.Failed() {
+			t.Logf("%s output (tail):\n%s", name, tail(p.out.Bytes(), 4000))
+		}
+	})
 	return p
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/byok-io/byok/pkg/audit"
 	"github.com/byok-io/byok/pkg/dek"
 	"github.com/byok-io/byok/pkg/flagenv"
 	"github.com/byok-io/byok/pkg/kafkax"
@@ -26,6 +27,7 @@ type config struct {
 	dek           dek.Config
 	tenantsFile   string
 	tenantsJSON   string
+	auditTopic    string
 	createTopics  bool
 	partitions    int
 	statsInterval time.Duration
@@ -39,6 +41,7 @@ func parseConfig(args []string) (config, error) {
 	input := fs.String("plaintext-topic", "BYOK_PLAINTEXT_TOPIC", kafkax.TopicPlaintext, "plaintext topic to consume")
 	storage := fs.String("storage-topic", "BYOK_STORAGE_TOPIC", kafkax.TopicStored, "topic envelopes are written to")
 	dlq := fs.String("deadletter-topic", "BYOK_DEADLETTER_TOPIC", kafkax.TopicDeadLetter, "topic for input that cannot be processed")
+	auditTopic := fs.String("audit-topic", "BYOK_AUDIT_TOPIC", audit.TopicAudit, "topic every KMS access is recorded to")
 	group := fs.String("group", "BYOK_ENCRYPTOR_GROUP", "byok-encryptor", "consumer group id")
 	host, _ := os.Hostname()
 	workerID := fs.String("worker-id", "BYOK_WORKER_ID", fmt.Sprintf("%s-%d", host, os.Getpid()), "this process's name in logs and audit")
@@ -78,6 +81,7 @@ func parseConfig(args []string) (config, error) {
 		return c, fmt.Errorf("invalid configuration: -partitions (BYOK_PARTITIONS) must be at least 1")
 	}
 	c.tenantsFile, c.tenantsJSON, c.createTopics, c.partitions = *tenantsFile, *tenantsJSON, *createTopics, *partitions
+	c.auditTopic = *auditTopic
 	c.statsInterval, c.logLevel = *stats, *level
 	return c, nil
 }
@@ -112,7 +116,16 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 		}
 		dir.Apply(f)
 	}
-	deks := dek.New(dir, cfg.dek)
+	// Every KMS call goes through the audit wrapper: recorded on the audit topic (acks=all)
+	// before its result is used, or not used at all.
+	auditSink := audit.NewKafkaSink(cfg.worker.Brokers, cfg.auditTopic)
+	defer auditSink.Close()
+	resolver := &audit.Resolver{
+		Inner:    dir,
+		Log:      audit.NewLog(auditSink, cfg.worker.WorkerID),
+		Fallback: audit.Access{ActorService: "encryptor", Purpose: "encrypt"},
+	}
+	deks := dek.New(resolver, cfg.dek)
 	defer deks.Close()
 	dir.OnChange(func(ids []string) {
 		for _, id := range ids {
@@ -125,7 +138,8 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 		err := kafkax.EnsureTopics(tctx, cfg.worker.Brokers,
 			kafkax.TopicSpec{Name: cfg.worker.InputTopic, Partitions: cfg.partitions},
 			kafkax.TopicSpec{Name: cfg.worker.StorageTopic, Partitions: cfg.partitions},
-			kafkax.TopicSpec{Name: cfg.worker.DeadLetterTopic, Partitions: 1})
+			kafkax.TopicSpec{Name: cfg.worker.DeadLetterTopic, Partitions: 1},
+			kafkax.TopicSpec{Name: cfg.auditTopic, Partitions: cfg.partitions})
 		cancel()
 		if err != nil {
 			return err

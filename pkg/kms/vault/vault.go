@@ -2,9 +2,10 @@
 // github.com/hashicorp/vault/api.
 //
 // Wrap is one transit `encrypt` call with `batch_input`; Unwrap is one `decrypt` call with
-// `batch_input`; each item carries the scope's KMS context — as `context` when the key is a
-// derived key (derived=true: Vault derives a distinct key per scope, the stronger setup), or as
-// `associated_data` (AES-GCM AAD) otherwise. Per-item errors in `batch_results` are kept per item.
+// `batch_input`. Each item carries the scope's KMS context as both `context` (on a derived key,
+// derived=true, Vault derives a distinct key per scope: the setup we recommend) and
+// `associated_data` (AES-GCM AAD, checked on any key); see bindContext. Per-item errors in
+// `batch_results` are kept per item.
 //
 // The client never retries by itself (Vault's client retries are turned off): retry with backoff
 // is a wrapper on the KMS seam, and denied or not-found answers must not be retried.
@@ -21,7 +22,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	vaultapi "github.com/hashicorp/vault/api"
@@ -73,9 +73,6 @@ type Client struct {
 	api   *vaultapi.Client
 	mount string
 	key   string
-
-	mu      sync.Mutex
-	derived *bool // learned from Describe; nil until known
 }
 
 var _ kms.KMS = (*Client)(nil)
@@ -125,35 +122,11 @@ func (c *Client) Describe(ctx context.Context) (kms.KeyInfo, error) {
 	if s == nil || s.Data == nil {
 		return kms.KeyInfo{}, fmt.Errorf("vault: describe %s: %w", c.key, kms.ErrKeyNotFound)
 	}
-	derived, _ := s.Data["derived"].(bool)
-	c.mu.Lock()
-	c.derived = &derived
-	c.mu.Unlock()
 	latest := fmt.Sprint(s.Data["latest_version"])
 	if n, ok := s.Data["latest_version"].(json.Number); ok {
 		latest = n.String()
 	}
 	return kms.KeyInfo{Provider: Provider, KEKID: c.key, LatestVersion: latest}, nil
-}
-
-// contextField says how the scope context is passed: "context" for derived keys, else
-// "associated_data". Learned once from Describe.
-func (c *Client) contextField(ctx context.Context) (string, error) {
-	c.mu.Lock()
-	d := c.derived
-	c.mu.Unlock()
-	if d == nil {
-		if _, err := c.Describe(ctx); err != nil {
-			return "", err
-		}
-		c.mu.Lock()
-		d = c.derived
-		c.mu.Unlock()
-	}
-	if *d {
-		return "context", nil
-	}
-	return "associated_data", nil
 }
 
 type batchResult struct {
@@ -201,16 +174,10 @@ func (c *Client) batch(ctx context.Context, op string, items []map[string]string
 
 // Wrap implements kms.KMS with one transit encrypt call.
 func (c *Client) Wrap(ctx context.Context, reqs []kms.WrapRequest) ([]kms.WrapResult, error) {
-	field, err := c.contextField(ctx)
-	if err != nil {
-		return nil, err
-	}
 	items := make([]map[string]string, len(reqs))
 	for i, r := range reqs {
-		items[i] = map[string]string{
-			"plaintext": base64.StdEncoding.EncodeToString(r.DEK),
-			field:       base64.StdEncoding.EncodeToString(r.Context),
-		}
+		items[i] = map[string]string{"plaintext": base64.StdEncoding.EncodeToString(r.DEK)}
+		bindContext(items[i], r.Context)
 	}
 	res, err := c.batch(ctx, "encrypt", items)
 	if err != nil {
@@ -233,16 +200,10 @@ func (c *Client) Wrap(ctx context.Context, reqs []kms.WrapRequest) ([]kms.WrapRe
 
 // Unwrap implements kms.KMS with one transit decrypt call.
 func (c *Client) Unwrap(ctx context.Context, reqs []kms.UnwrapRequest) ([]kms.UnwrapResult, error) {
-	field, err := c.contextField(ctx)
-	if err != nil {
-		return nil, err
-	}
 	items := make([]map[string]string, len(reqs))
 	for i, r := range reqs {
-		items[i] = map[string]string{
-			"ciphertext": string(r.WrappedDEK),
-			field:        base64.StdEncoding.EncodeToString(r.Context),
-		}
+		items[i] = map[string]string{"ciphertext": string(r.WrappedDEK)}
+		bindContext(items[i], r.Context)
 	}
 	res, err := c.batch(ctx, "decrypt", items)
 	if err != nil {
@@ -262,6 +223,17 @@ func (c *Client) Unwrap(ctx context.Context, reqs []kms.UnwrapRequest) ([]kms.Un
 		out[i].DEK = dek
 	}
 	return out, nil
+}
+
+// bindContext sends the scope's KMS context both as `context` (a derived key derives a per-scope
+// key from it; a non-derived key ignores it) and as `associated_data` (AES-GCM AAD, checked by
+// both kinds). Measured on Vault 1.13.2: a mismatch in either fails a derived key's decrypt, a
+// mismatch in associated_data fails a non-derived key's. So no Describe call is needed to learn
+// the key's kind — every Vault request byok makes is one the audit wrapper sees.
+func bindContext(item map[string]string, ctx []byte) {
+	enc := base64.StdEncoding.EncodeToString(ctx)
+	item["context"] = enc
+	item["associated_data"] = enc
 }
 
 // versionOf reads N from "vault:vN:…".
