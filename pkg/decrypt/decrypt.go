@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/byok-io/byok/pkg/audit"
 	"github.com/byok-io/byok/pkg/dek"
 	"github.com/byok-io/byok/pkg/envelope"
 	"github.com/byok-io/byok/pkg/kms"
@@ -20,8 +21,9 @@ import (
 
 // Request says who asks and why. Both are required.
 type Request struct {
-	Actor   string // service identity, and the user on whose behalf, e.g. "render-svc/user:42"
-	Purpose string // e.g. "render", "search-index", "export"
+	Actor      string // the calling service's identity, e.g. "render-svc"
+	OnBehalfOf string // the user it acts for, if any
+	Purpose    string // e.g. "render", "search-index", "export"
 }
 
 // Item is one envelope to open, with the message id it is stored under.
@@ -35,6 +37,8 @@ var ErrNoActorOrPurpose = errors.New("decrypt: actor and purpose are required")
 
 // Opener opens envelopes with DEKs unwrapped through each tenant's KMS.
 type Opener struct {
+	// Resolver gives each tenant's KMS; in byok services it is an *audit.Resolver, so every
+	// unwrap is recorded with the request's actor and purpose.
 	Resolver dek.Resolver
 	// MaxBatch is the most DEKs unwrapped in one KMS call (default 500).
 	MaxBatch int
@@ -55,6 +59,8 @@ func (o *Opener) Open(ctx context.Context, req Request, items []Item) ([][]byte,
 		}
 		return bodies, errs
 	}
+	// The audit wrapper (when the Resolver is an *audit.Resolver) records who asks and why.
+	ctx = audit.WithAccess(ctx, audit.Access{ActorService: req.Actor, ActorUser: req.OnBehalfOf, Purpose: req.Purpose})
 	maxBatch := o.MaxBatch
 	if maxBatch <= 0 {
 		maxBatch = 500

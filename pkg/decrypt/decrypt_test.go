@@ -8,9 +8,13 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"google.golang.org/protobuf/proto"
+
+	"github.com/byok-io/byok/pkg/audit"
 	"github.com/byok-io/byok/pkg/decrypt"
 	"github.com/byok-io/byok/pkg/dek"
 	"github.com/byok-io/byok/pkg/envelope"
+	byokv1 "github.com/byok-io/byok/pkg/gen/byokv1"
 	"github.com/byok-io/byok/pkg/kms"
 	"github.com/byok-io/byok/pkg/kms/local"
 	"github.com/byok-io/byok/pkg/scope"
@@ -81,4 +85,43 @@ func TestOpenBatchesPerTenantAndBindsPlace(t *testing.T) {
 	if !errors.Is(errs[0], decrypt.ErrNoActorOrPurpose) {
 		t.Fatalf("Open without actor err = %v, want ErrNoActorOrPurpose", errs[0])
 	}
+}
+
+func TestOpenRecordsActorAndPurpose(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "keys.json")
+	if err := local.WriteKeyFile(path, "acme"); err != nil {
+		t.Fatal(err)
+	}
+	r := resolver{"acme": {KMS: local.New(path, "acme")}}
+	m := dek.New(r, dek.Config{})
+	defer m.Close()
+	k, err := m.Key(context.Background(), scope.Scope{TenantID: "acme", ChatID: "c", Day: 20426})
+	if err != nil {
+		t.Fatal(err)
+	}
+	env, _ := k.Seal("m-1", []byte("hi"))
+	sink := &memSink{}
+	o := &decrypt.Opener{Resolver: &audit.Resolver{Inner: r, Log: audit.NewLog(sink, "reader-1")}}
+	_, errs := o.Open(context.Background(), decrypt.Request{Actor: "render-svc", OnBehalfOf: "user-42", Purpose: "render"},
+		[]decrypt.Item{{MessageID: "m-1", Envelope: env}})
+	if errs[0] != nil {
+		t.Fatal(errs[0])
+	}
+	if len(sink.events) != 1 {
+		t.Fatalf("recorded %d events, want 1", len(sink.events))
+	}
+	if e := sink.events[0]; e.Operation != "unwrap" || e.ActorService != "render-svc" || e.ActorUser != "user-42" || e.Purpose != "render" {
+		t.Fatalf("event = %v, want unwrap by render-svc for user-42, purpose render", e)
+	}
+}
+
+type memSink struct{ events []*byokv1.AuditEvent }
+
+func (m *memSink) Write(_ context.Context, _, value []byte) error {
+	var ev byokv1.AuditEvent
+	if err := proto.Unmarshal(value, &ev); err != nil {
+		return err
+	}
+	m.events = append(m.events, &ev)
+	return nil
 }
