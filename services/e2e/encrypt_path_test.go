@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -268,6 +269,30 @@ func TestEncryptPathEndToEnd(t *testing.T) {
 	}
 	t.Logf("byok audit topic: %d events, %d wraps (= Vault's %d encrypt calls), every chain intact", len(events), wraps, calls["encrypt"])
 
+	// The security team's verify command agrees, and catches a forged event.
+	verify := func() (string, error) {
+		cmd := exec.Command(binary(t, "byokctl"), "audit", "verify", "-brokers", strings.Join(brokers, ","), "-audit-topic", topics.audit)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	if out, err := verify(); err != nil || !strings.Contains(out, " 0 broken") {
+		t.Fatalf("byokctl audit verify = %v:\n%s", err, out)
+	}
+	forged := proto.Clone(events[len(events)-1]).(*byokv1.AuditEvent)
+	forged.EventId, forged.Seq, forged.Purpose = forged.EventId+"-forged", forged.Seq+1, "export"
+	forged.Hash = audit.Hash(forged) // self-consistent, but prev_hash does not link
+	fv, _ := proto.Marshal(forged)
+	aw := kafkax.NewWriter(brokers, topics.audit, 1, time.Millisecond)
+	if err := aw.WriteMessages(ctx, kafka.Message{Key: []byte(forged.TenantId), Value: fv}); err != nil {
+		t.Fatal(err)
+	}
+	aw.Close()
+	if out, err := verify(); err == nil || !strings.Contains(out, "BROKEN") || !strings.Contains(out, "prev_hash") {
+		t.Fatalf("byokctl audit verify after a forged event = %v:\n%s; want exit 1 naming the broken link", err, out)
+	} else {
+		t.Logf("byokctl audit verify catches a forged event: %s", firstLine(out, "BROKEN"))
+	}
+
 	// No canary — body, credential or DEK — in any process's log lines.
 	needles := map[string][]byte{"body": []byte(bodyCanary), "vault token": []byte(tokenCanary)}
 	for i, d := range distinctDEKs(t, ctx, dir, envelopes) {
@@ -380,6 +405,15 @@ func readStored(t *testing.T, ctx context.Context, brokers []string, topic, run 
 		}
 		out = append(out, m)
 	}
+}
+
+func firstLine(s, containing string) string {
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, containing) {
+			return strings.TrimSpace(l)
+		}
+	}
+	return ""
 }
 
 // readAudit reads every event on the audit topic.
