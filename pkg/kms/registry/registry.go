@@ -10,6 +10,7 @@ import (
 	"sort"
 
 	"github.com/byok-io/byok/pkg/kms"
+	"github.com/byok-io/byok/pkg/kms/cloudru"
 	"github.com/byok-io/byok/pkg/kms/local"
 	"github.com/byok-io/byok/pkg/kms/vault"
 )
@@ -18,8 +19,9 @@ import (
 type Opener func(kekID string, credential []byte) (kms.KMS, error)
 
 var openers = map[string]Opener{
-	local.Provider: openLocal,
-	vault.Provider: openVault,
+	local.Provider:   openLocal,
+	vault.Provider:   openVault,
+	cloudru.Provider: openCloudru,
 }
 
 // Providers lists the provider names this build supports.
@@ -67,4 +69,12 @@ func openVault(kekID string, credential []byte) (kms.KMS, error) {
 		return nil, err
 	}
 	return vault.New(c, kekID, vault.Options{})
+}
+
+func openCloudru(kekID string, credential []byte) (kms.KMS, error) {
+	c, err := cloudru.ParseCredential(credential)
+	if err != nil {
+		return nil, err
+	}
+	return cloudru.New(c, kekID, cloudru.Options{})
 }
