@@ -22,6 +22,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/byok-io/byok/pkg/audit"
 	"github.com/byok-io/byok/pkg/decrypt"
 	"github.com/byok-io/byok/pkg/dek"
 	"github.com/byok-io/byok/pkg/envelope"
@@ -126,10 +127,10 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 		brokers, brokerDesc = c.ListenAddrs(), "in-process Kafka-protocol broker (pass -brokers for a real one)"
 	}
 	run := fmt.Sprintf("demo-%d", time.Now().Unix())
-	topics := struct{ in, stored, dead string }{run + ".plaintext", run + ".stored", run + ".deadletter"}
+	topics := struct{ in, stored, dead, audit string }{run + ".plaintext", run + ".stored", run + ".deadletter", run + ".audit"}
 	if err := kafkax.EnsureTopics(ctx, brokers,
 		kafkax.TopicSpec{Name: topics.in, Partitions: 6}, kafkax.TopicSpec{Name: topics.stored, Partitions: 6},
-		kafkax.TopicSpec{Name: topics.dead, Partitions: 1}); err != nil {
+		kafkax.TopicSpec{Name: topics.dead, Partitions: 1}, kafkax.TopicSpec{Name: topics.audit, Partitions: 3}); err != nil {
 		return err
 	}
 	dir, kmsDesc, cleanup, err := setupTenants(ctx, cfg, run)
@@ -155,13 +156,18 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 
 	// Two encryptor workers in one consumer group, sharing one DEK manager's view of the KMSs
 	// as two processes would not: each gets its own manager, as in production.
+	// Every KMS call is audited (as in the encryptor service) and counted.
+	auditSink := audit.NewKafkaSink(brokers, topics.audit)
+	defer auditSink.Close()
 	counter := &countingResolver{Resolver: dir}
 	wctx, stopWorkers := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	var workers []*worker.Worker
 	var managers []*dek.Manager
 	for i := 1; i <= 2; i++ {
-		m := dek.New(counter, dek.Config{})
+		audited := &audit.Resolver{Inner: counter, Log: audit.NewLog(auditSink, fmt.Sprintf("encryptor-%d", i)),
+			Fallback: audit.Access{ActorService: "encryptor", Purpose: "encrypt"}}
+		m := dek.New(audited, dek.Config{})
 		managers = append(managers, m)
 		w, err := worker.New(worker.Config{
 			Brokers: brokers, InputTopic: topics.in, StorageTopic: topics.stored, DeadLetterTopic: topics.dead,
@@ -233,7 +239,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 		}
 		items[i], ids[i] = decrypt.Item{MessageID: s.MessageId, Envelope: s.GetEnvelope()}, s.MessageId
 	}
-	opener := &decrypt.Opener{Resolver: dir}
+	opener := &decrypt.Opener{Resolver: &audit.Resolver{Inner: dir, Log: audit.NewLog(auditSink, "demo-reader")}}
 	bodies, errs := opener.Open(ctx, decrypt.Request{Actor: "demo", Purpose: "verify"}, items)
 	ok := 0
 	for i := range items {
@@ -262,6 +268,22 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	fmt.Fprintf(out, "  opened and matched      %d\n", ok)
 	fmt.Fprintf(out, "  KMS wrap calls          %d (wrapping %d DEKs: one per scope seen by each worker)\n", counter.calls.Load(), counter.items.Load())
 	fmt.Fprintf(out, "  KMS calls per message   %.4f\n", float64(counter.calls.Load())/float64(len(sink.sent)))
+	events, err := audit.ReadTopic(ctx, brokers, topics.audit)
+	if err != nil {
+		return err
+	}
+	ops := map[string]int{}
+	for _, ev := range events {
+		ops[ev.Operation+"/"+ev.Purpose]++
+	}
+	broken := 0
+	reports := audit.Verify(events)
+	for _, r := range reports {
+		if r.Problem != "" {
+			broken++
+		}
+	}
+	fmt.Fprintf(out, "  audit events            %d on %s (%v), %d hash chains, %d broken\n", len(events), topics.audit, ops, len(reports), broken)
 	if ok != len(items) || len(stored) < len(sink.sent) {
 		return fmt.Errorf("%d of %d envelopes did not open to their originals", len(items)-ok, len(items))
 	}
