@@ -111,11 +111,20 @@ type Directory struct {
 	// onChange is called with the ids of tenants whose configuration changed (for cache drops).
 	onChange func(tenantIDs []string)
 	log      zerolog.Logger
+	// open builds a tenant's KMS client; registry.Open unless SetKMSOptions changed it.
+	open func(provider, kekID string, credential []byte) (kms.KMS, error)
 }
 
 // NewDirectory returns an empty directory.
 func NewDirectory(log zerolog.Logger) *Directory {
-	return &Directory{entries: map[string]*entry{}, log: log}
+	return &Directory{entries: map[string]*entry{}, log: log, open: registry.Open}
+}
+
+// SetKMSOptions sets operator options for the KMS clients opened from now on (call before Apply).
+func (d *Directory) SetKMSOptions(opts registry.Options) {
+	d.open = func(provider, kekID string, credential []byte) (kms.KMS, error) {
+		return registry.OpenWith(opts, provider, kekID, credential)
+	}
 }
 
 // OnChange registers fn to be called after tenants' configurations change.
@@ -137,7 +146,7 @@ func (d *Directory) Apply(f File) {
 		if c.Enabled {
 			cred, err := c.credential()
 			if err == nil {
-				e.client, err = registry.Open(c.Provider, c.KEKID, cred)
+				e.client, err = d.open(c.Provider, c.KEKID, cred)
 			}
 			if err != nil {
 				e.err = fmt.Errorf("tenant %s: %w", id, err)

@@ -28,6 +28,8 @@ import (
 	byokv1 "github.com/byok-io/byok/pkg/gen/byokv1"
 	"github.com/byok-io/byok/pkg/kafkax"
 	"github.com/byok-io/byok/pkg/kms"
+	"github.com/byok-io/byok/pkg/kms/registry"
+	"github.com/byok-io/byok/pkg/kms/yandex/yandexemu"
 	"github.com/byok-io/byok/pkg/tenant"
 )
 
@@ -60,6 +62,8 @@ func TestEncryptPathEndToEnd(t *testing.T) {
 		messages = 10_000
 		chats    = 100
 		tenants  = 3
+		// yandexTenant (tenant-3) keeps its KEK in the Yandex KMS emulator; the others in Vault.
+		yandexTenant = 2
 	)
 	run := fmt.Sprintf("e2e-%d", time.Now().UnixNano())
 	topics := struct{ in, stored, dead, audit string }{run + ".plaintext", run + ".stored", run + ".deadletter", run + ".audit"}
@@ -81,6 +85,9 @@ func TestEncryptPathEndToEnd(t *testing.T) {
 	tenantIDs := make([]string, tenants)
 	for i := range tenantIDs {
 		tenantIDs[i] = fmt.Sprintf("tenant-%d", i+1)
+		if i == yandexTenant {
+			continue
+		}
 		key := run + "-" + tenantIDs[i]
 		keys = append(keys, key)
 		if _, err := admin.Logical().Write("transit/keys/"+key, map[string]any{"type": "aes256-gcm96", "derived": true}); err != nil {
@@ -105,11 +112,38 @@ func TestEncryptPathEndToEnd(t *testing.T) {
 	}
 	defer admin.Sys().DisableAudit(run)
 
-	// The tenants file, with the credential inline (the worst case for leaks).
+	// One tenant keeps its KEK in Yandex Cloud KMS (the emulator, through the real SDK), with an
+	// authorized key whose private key is a planted canary too.
+	yc := yandexemu.Start(t)
+	yandexKey := run + "-yandex-kek"
+	if err := yc.CreateKey(yandexKey); err != nil {
+		t.Fatal(err)
+	}
+	authorizedKey, err := yc.NewAuthorizedKey("sa-" + run)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yc.Grant("sa-"+run, yandexKey); err != nil {
+		t.Fatal(err)
+	}
+	var ak struct {
+		PrivateKey string `json:"private_key"`
+	}
+	if err := json.Unmarshal(authorizedKey, &ak); err != nil {
+		t.Fatal(err)
+	}
+	privateKeyCanary := strings.Split(strings.TrimSpace(ak.PrivateKey), "\n")[2] // a line of the PEM body
+
+	// The tenants file, with the credentials inline (the worst case for leaks).
 	cred, _ := json.Marshal(map[string]string{"address": vaultAddr, "token": tokenCanary})
+	ycred, _ := json.Marshal(map[string]any{"authorized_key": json.RawMessage(authorizedKey), "endpoint": yc.Addr()})
 	tf := tenant.File{Tenants: map[string]tenant.Config{}}
 	for i, id := range tenantIDs {
-		tf.Tenants[id] = tenant.Config{Enabled: true, Provider: "vault", KEKID: keys[i], Credential: cred}
+		if i == yandexTenant {
+			tf.Tenants[id] = tenant.Config{Enabled: true, Provider: "yandex", KEKID: yandexKey, Credential: ycred}
+			continue
+		}
+		tf.Tenants[id] = tenant.Config{Enabled: true, Provider: "vault", KEKID: keys[i], Credential: cred} // the Yandex tenant is the last one
 	}
 	tenantsFile := filepath.Join(t.TempDir(), "tenants.json")
 	b, _ := json.Marshal(tf)
@@ -127,7 +161,7 @@ func TestEncryptPathEndToEnd(t *testing.T) {
 	waitHTTP(t, "http://"+listen+"/healthz", 30*time.Second)
 	encEnv := append(common, "BYOK_STORAGE_TOPIC="+topics.stored, "BYOK_DEADLETTER_TOPIC="+topics.dead, "BYOK_AUDIT_TOPIC="+topics.audit,
 		"BYOK_ENCRYPTOR_GROUP="+run, "BYOK_TENANTS_FILE="+tenantsFile, "BYOK_SESSION_TIMEOUT=6s",
-		"BYOK_STATS_INTERVAL=500ms", "BYOK_CREATE_TOPICS=false")
+		"BYOK_STATS_INTERVAL=500ms", "BYOK_CREATE_TOPICS=false", "BYOK_KMS_INSECURE_LOOPBACK=true")
 	encA := start(t, "encryptor-a", binary(t, "encryptor"), append(encEnv, "BYOK_WORKER_ID=enc-a")...)
 	encB := start(t, "encryptor-b", binary(t, "encryptor"), append(encEnv, "BYOK_WORKER_ID=enc-b")...)
 
@@ -204,8 +238,9 @@ func TestEncryptPathEndToEnd(t *testing.T) {
 		}
 	}
 
-	// Every envelope opens to the original, through Vault with the tenant's credential.
+	// Every envelope opens to the original, through each tenant's KMS with its credential.
 	dir := tenant.NewDirectory(zerolog.Nop())
+	dir.SetKMSOptions(registry.Options{InsecureLoopback: true})
 	if err := dir.LoadFile(tenantsFile); err != nil {
 		t.Fatal(err)
 	}
@@ -250,7 +285,13 @@ func TestEncryptPathEndToEnd(t *testing.T) {
 	// byok's own audit trail: one wrap event per Vault encrypt call, chains intact.
 	events := readAudit(t, ctx, brokers, topics.audit)
 	wraps, wrapped := 0, 0
+	yandexWraps, yandexDEKs := 0, 0
 	for _, ev := range events {
+		if ev.Operation == "wrap" && ev.Result == "ok" && ev.Provider == "yandex" {
+			yandexWraps++
+			yandexDEKs += int(ev.DekCount)
+			continue
+		}
 		if ev.Operation == "wrap" && ev.Result == "ok" {
 			wraps++
 			wrapped += int(ev.DekCount)
@@ -268,6 +309,12 @@ func TestEncryptPathEndToEnd(t *testing.T) {
 		}
 	}
 	t.Logf("byok audit topic: %d events, %d wraps (= Vault's %d encrypt calls), every chain intact", len(events), wraps, calls["encrypt"])
+	// Yandex has no batch call: one wrap event covers a batch of Encrypt calls, one per DEK.
+	if got := yc.Calls("/yandex.cloud.kms.v1.SymmetricCryptoService/Encrypt"); yandexWraps == 0 || got < int64(yandexDEKs) {
+		t.Fatalf("Yandex tenant: %d wrap events of %d DEKs, emulator saw %d Encrypt calls", yandexWraps, yandexDEKs, got)
+	}
+	t.Logf("Yandex tenant (emulator, real SDK): %d wrap events covering %d DEKs; emulator Encrypt calls %d",
+		yandexWraps, yandexDEKs, yc.Calls("/yandex.cloud.kms.v1.SymmetricCryptoService/Encrypt"))
 
 	// The security team's verify command agrees, and catches a forged event.
 	verify := func() (string, error) {
@@ -294,7 +341,8 @@ func TestEncryptPathEndToEnd(t *testing.T) {
 	}
 
 	// No canary — body, credential or DEK — in any process's log lines.
-	needles := map[string][]byte{"body": []byte(bodyCanary), "vault token": []byte(tokenCanary)}
+	needles := map[string][]byte{"body": []byte(bodyCanary), "vault token": []byte(tokenCanary),
+		"yandex private key": []byte(privateKeyCanary)}
 	for i, d := range distinctDEKs(t, ctx, dir, envelopes) {
 		needles[fmt.Sprintf("DEK %d", i)] = d
 		needles[fmt.Sprintf("DEK %d hex", i)] = []byte(hex.EncodeToString(d))

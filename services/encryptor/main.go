@@ -17,6 +17,7 @@ import (
 	"github.com/byok-io/byok/pkg/dek"
 	"github.com/byok-io/byok/pkg/flagenv"
 	"github.com/byok-io/byok/pkg/kafkax"
+	"github.com/byok-io/byok/pkg/kms/registry"
 	"github.com/byok-io/byok/pkg/logging"
 	"github.com/byok-io/byok/pkg/tenant"
 	"github.com/byok-io/byok/services/encryptor/worker"
@@ -28,6 +29,7 @@ type config struct {
 	tenantsFile   string
 	tenantsJSON   string
 	auditTopic    string
+	kms           registry.Options
 	createTopics  bool
 	partitions    int
 	statsInterval time.Duration
@@ -59,6 +61,7 @@ func parseConfig(args []string) (config, error) {
 	tenantsFile := fs.String("tenants-file", "BYOK_TENANTS_FILE", "", "JSON file of tenant KMS settings, re-read when it changes")
 	tenantsJSON := fs.String("tenants", "BYOK_TENANTS", "", "tenant KMS settings as inline JSON (instead of -tenants-file)")
 	createTopics := fs.Bool("create-topics", "BYOK_CREATE_TOPICS", true, "create missing topics at start")
+	insecureLoopback := fs.Bool("kms-insecure-loopback", "BYOK_KMS_INSECURE_LOOPBACK", false, "dev/test only: plaintext gRPC to a KMS endpoint on a loopback address (emulators)")
 	partitions := fs.Int("partitions", "BYOK_PARTITIONS", 6, "partitions of topics created at start")
 	stats := fs.Duration("stats-interval", "BYOK_STATS_INTERVAL", 10*time.Second, "how often to log counters")
 	level := fs.String("log-level", "BYOK_LOG_LEVEL", "info", "debug, info, warn or error")
@@ -82,6 +85,7 @@ func parseConfig(args []string) (config, error) {
 	}
 	c.tenantsFile, c.tenantsJSON, c.createTopics, c.partitions = *tenantsFile, *tenantsJSON, *createTopics, *partitions
 	c.auditTopic = *auditTopic
+	c.kms = registry.Options{InsecureLoopback: *insecureLoopback}
 	c.statsInterval, c.logLevel = *stats, *level
 	return c, nil
 }
@@ -104,6 +108,7 @@ func main() {
 func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 	dir := tenant.NewDirectory(log)
 	defer dir.Close()
+	dir.SetKMSOptions(cfg.kms)
 	if cfg.tenantsFile != "" {
 		if err := dir.LoadFile(cfg.tenantsFile); err != nil {
 			return err

@@ -7,21 +7,31 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"sort"
 
 	"github.com/byok-io/byok/pkg/kms"
 	"github.com/byok-io/byok/pkg/kms/cloudru"
 	"github.com/byok-io/byok/pkg/kms/local"
 	"github.com/byok-io/byok/pkg/kms/vault"
+	"github.com/byok-io/byok/pkg/kms/yandex"
 )
 
-// Opener builds a client for one KEK from a credential.
-type Opener func(kekID string, credential []byte) (kms.KMS, error)
+// Options are process-level settings of the operator (never of a tenant).
+type Options struct {
+	// InsecureLoopback lets gRPC providers speak plaintext to a KMS endpoint on a loopback address
+	// (the emulators in tests and demos). Off in production: DEKs travel in those requests.
+	InsecureLoopback bool
+}
 
-var openers = map[string]Opener{
+// opener builds a client for one KEK from a credential.
+type opener func(kekID string, credential []byte, opts Options) (kms.KMS, error)
+
+var openers = map[string]opener{
 	local.Provider:   openLocal,
 	vault.Provider:   openVault,
 	cloudru.Provider: openCloudru,
+	yandex.Provider:  openYandex,
 }
 
 // Providers lists the provider names this build supports.
@@ -40,6 +50,11 @@ var ErrUnknownProvider = errors.New("kms: unknown provider")
 // Open returns a client for kekID of provider, authenticated with credential. It makes no KMS
 // call; use Describe or a wrap/unwrap round trip to validate. Errors never quote the credential.
 func Open(provider, kekID string, credential []byte) (kms.KMS, error) {
+	return OpenWith(Options{}, provider, kekID, credential)
+}
+
+// OpenWith is Open with operator options.
+func OpenWith(opts Options, provider, kekID string, credential []byte) (kms.KMS, error) {
 	open, ok := openers[provider]
 	if !ok {
 		return nil, fmt.Errorf("%w %q (have %v)", ErrUnknownProvider, provider, Providers())
@@ -47,7 +62,7 @@ func Open(provider, kekID string, credential []byte) (kms.KMS, error) {
 	if kekID == "" {
 		return nil, fmt.Errorf("kms: %s: KEK id is required", provider)
 	}
-	return open(kekID, credential)
+	return open(kekID, credential, opts)
 }
 
 // localCredential is the "credential" of the dev-only local provider: where its key file is.
@@ -55,7 +70,7 @@ type localCredential struct {
 	KeyFile string `json:"key_file"`
 }
 
-func openLocal(kekID string, credential []byte) (kms.KMS, error) {
+func openLocal(kekID string, credential []byte, _ Options) (kms.KMS, error) {
 	var c localCredential
 	if err := json.Unmarshal(credential, &c); err != nil || c.KeyFile == "" {
 		return nil, errors.New(`kms: local: credential must be {"key_file": "<path>"}`)
@@ -63,7 +78,7 @@ func openLocal(kekID string, credential []byte) (kms.KMS, error) {
 	return local.New(c.KeyFile, kekID), nil
 }
 
-func openVault(kekID string, credential []byte) (kms.KMS, error) {
+func openVault(kekID string, credential []byte, _ Options) (kms.KMS, error) {
 	c, err := vault.ParseCredential(credential)
 	if err != nil {
 		return nil, err
@@ -71,10 +86,31 @@ func openVault(kekID string, credential []byte) (kms.KMS, error) {
 	return vault.New(c, kekID, vault.Options{})
 }
 
-func openCloudru(kekID string, credential []byte) (kms.KMS, error) {
+func openCloudru(kekID string, credential []byte, _ Options) (kms.KMS, error) {
 	c, err := cloudru.ParseCredential(credential)
 	if err != nil {
 		return nil, err
 	}
 	return cloudru.New(c, kekID, cloudru.Options{})
+}
+
+func openYandex(kekID string, credential []byte, opts Options) (kms.KMS, error) {
+	c, err := yandex.ParseCredential(credential)
+	if err != nil {
+		return nil, err
+	}
+	return yandex.New(c, kekID, yandex.Options{Plaintext: opts.InsecureLoopback && isLoopback(c.Endpoint)})
+}
+
+// isLoopback reports whether a host:port endpoint names a loopback address.
+func isLoopback(endpoint string) bool {
+	host, _, err := net.SplitHostPort(endpoint)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
