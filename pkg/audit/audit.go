@@ -71,10 +71,11 @@ type Sink interface {
 }
 
 // Log stamps events with ids and their hash chain and writes them to a Sink. One Log per process:
-// its worker id names the chains it emits.
+// its worker id names the process for people, its random chain id names its chains.
 type Log struct {
 	sink     Sink
 	workerID string
+	chainID  string // random per Log: a restarted process starts new chains
 	now      func() time.Time
 
 	mu     sync.Mutex
@@ -89,7 +90,7 @@ type chain struct {
 
 // NewLog returns a Log writing to sink as workerID.
 func NewLog(sink Sink, workerID string) *Log {
-	return &Log{sink: sink, workerID: workerID, now: time.Now, chains: map[string]*chain{}}
+	return &Log{sink: sink, workerID: workerID, chainID: uuid.NewString(), now: time.Now, chains: map[string]*chain{}}
 }
 
 // Emit stamps ev (event id, time if unset, worker id, seq, prev_hash, hash) and writes it. The
@@ -114,7 +115,7 @@ func (l *Log) Emit(ctx context.Context, ev *byokv1.AuditEvent) error {
 	if ev.Time == nil {
 		ev.Time = timestamppb.New(l.now())
 	}
-	ev.WorkerId = l.workerID
+	ev.WorkerId, ev.ChainId = l.workerID, l.chainID
 
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -162,6 +163,7 @@ func Hash(ev *byokv1.AuditEvent) []byte {
 	str(ev.RequestId)
 	b = binary.BigEndian.AppendUint64(b, ev.Seq)
 	str(string(ev.PrevHash))
+	str(ev.ChainId)
 	h.Write(b)
 	return h.Sum(nil)
 }

@@ -8,10 +8,11 @@ import (
 	byokv1 "github.com/byok-io/byok/pkg/gen/byokv1"
 )
 
-// ChainReport is the verdict on one chain (tenant × emitter).
+// ChainReport is the verdict on one chain (tenant × emitting process).
 type ChainReport struct {
 	TenantID string
 	WorkerID string
+	ChainID  string
 	Events   int    // distinct events in the chain
 	Problem  string // "" when the chain is intact
 }
@@ -20,7 +21,7 @@ type ChainReport struct {
 // counts from 0 without gaps, each prev_hash is the previous event's hash, and each hash matches
 // the event's content. It reports, per chain, the first broken or missing link.
 func Verify(events []*byokv1.AuditEvent) []ChainReport {
-	type key struct{ tenant, worker string }
+	type key struct{ tenant, chain string }
 	chains := map[key][]*byokv1.AuditEvent{}
 	seen := map[string]bool{}
 	for _, ev := range events {
@@ -28,13 +29,13 @@ func Verify(events []*byokv1.AuditEvent) []ChainReport {
 			continue
 		}
 		seen[ev.EventId] = true
-		k := key{ev.TenantId, ev.WorkerId}
+		k := key{ev.TenantId, ev.ChainId}
 		chains[k] = append(chains[k], ev)
 	}
 	var out []ChainReport
 	for k, evs := range chains {
 		sort.Slice(evs, func(i, j int) bool { return evs[i].Seq < evs[j].Seq })
-		r := ChainReport{TenantID: k.tenant, WorkerID: k.worker, Events: len(evs)}
+		r := ChainReport{TenantID: k.tenant, WorkerID: evs[0].WorkerId, ChainID: k.chain, Events: len(evs)}
 		var prev []byte
 		for i, ev := range evs {
 			switch {
@@ -60,7 +61,10 @@ func Verify(events []*byokv1.AuditEvent) []ChainReport {
 		if out[i].TenantID != out[j].TenantID {
 			return out[i].TenantID < out[j].TenantID
 		}
-		return out[i].WorkerID < out[j].WorkerID
+		if out[i].WorkerID != out[j].WorkerID {
+			return out[i].WorkerID < out[j].WorkerID
+		}
+		return out[i].ChainID < out[j].ChainID
 	})
 	return out
 }

@@ -25,9 +25,9 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
-// AuditEvent records one KMS access. Events of one emitter (worker_id) for one tenant form a hash
-// chain: seq counts from 0, prev_hash is the previous event's hash, hash covers every other field
-// (schemas/audit-v1.md gives the exact bytes hashed).
+// AuditEvent records one KMS access. Events of one emitting process (chain_id) for one tenant
+// form a hash chain: seq counts from 0, prev_hash is the previous event's hash, hash covers every
+// other field (pkg/audit.Hash gives the exact bytes hashed).
 type AuditEvent struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// schema_version is 1 for this layout.
@@ -64,9 +64,12 @@ type AuditEvent struct {
 	WorkerId  string `protobuf:"bytes,18,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
 	RequestId string `protobuf:"bytes,19,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	// Hash chain (per tenant, per worker_id).
-	Seq           uint64 `protobuf:"varint,20,opt,name=seq,proto3" json:"seq,omitempty"`
-	PrevHash      []byte `protobuf:"bytes,21,opt,name=prev_hash,json=prevHash,proto3" json:"prev_hash,omitempty"`
-	Hash          []byte `protobuf:"bytes,22,opt,name=hash,proto3" json:"hash,omitempty"`
+	Seq      uint64 `protobuf:"varint,20,opt,name=seq,proto3" json:"seq,omitempty"`
+	PrevHash []byte `protobuf:"bytes,21,opt,name=prev_hash,json=prevHash,proto3" json:"prev_hash,omitempty"`
+	Hash     []byte `protobuf:"bytes,22,opt,name=hash,proto3" json:"hash,omitempty"`
+	// chain_id is random per emitting process instance: a restarted worker (same worker_id) starts
+	// a new chain rather than forking its old one.
+	ChainId       string `protobuf:"bytes,23,opt,name=chain_id,json=chainId,proto3" json:"chain_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -255,6 +258,13 @@ func (x *AuditEvent) GetHash() []byte {
 	return nil
 }
 
+func (x *AuditEvent) GetChainId() string {
+	if x != nil {
+		return x.ChainId
+	}
+	return ""
+}
+
 type AuditScope struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	ChatId string                 `protobuf:"bytes,1,opt,name=chat_id,json=chatId,proto3" json:"chat_id,omitempty"`
@@ -312,7 +322,7 @@ var File_byok_v1_audit_proto protoreflect.FileDescriptor
 
 const file_byok_v1_audit_proto_rawDesc = "" +
 	"\n" +
-	"\x13byok/v1/audit.proto\x12\abyok.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xad\x05\n" +
+	"\x13byok/v1/audit.proto\x12\abyok.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc8\x05\n" +
 	"\n" +
 	"AuditEvent\x12%\n" +
 	"\x0eschema_version\x18\x01 \x01(\rR\rschemaVersion\x12\x19\n" +
@@ -342,7 +352,8 @@ const file_byok_v1_audit_proto_rawDesc = "" +
 	"request_id\x18\x13 \x01(\tR\trequestId\x12\x10\n" +
 	"\x03seq\x18\x14 \x01(\x04R\x03seq\x12\x1b\n" +
 	"\tprev_hash\x18\x15 \x01(\fR\bprevHash\x12\x12\n" +
-	"\x04hash\x18\x16 \x01(\fR\x04hash\"7\n" +
+	"\x04hash\x18\x16 \x01(\fR\x04hash\x12\x19\n" +
+	"\bchain_id\x18\x17 \x01(\tR\achainId\"7\n" +
 	"\n" +
 	"AuditScope\x12\x17\n" +
 	"\achat_id\x18\x01 \x01(\tR\x06chatId\x12\x10\n" +
