@@ -10,6 +10,7 @@ cd "$BYOK_ROOT"
 export BYOK_RUN="$BYOK_ROOT/.run/test"
 export KAFKA_PORT="${BYOK_TEST_KAFKA_PORT:-29092}" KAFKA_CONTROLLER_PORT="${BYOK_TEST_KAFKA_CONTROLLER_PORT:-29093}"
 export VAULT_PORT="${BYOK_TEST_VAULT_PORT:-28200}"
+export CLICKHOUSE_PORT="${BYOK_TEST_CLICKHOUSE_PORT:-29000}" CLICKHOUSE_HTTP_PORT="${BYOK_TEST_CLICKHOUSE_HTTP_PORT:-28123}"
 
 step() { printf '\n==> %s\n' "$*" >&2; }
 
@@ -26,12 +27,20 @@ bad=$(gofmt -l pkg services | grep -v '^pkg/gen/' || true)
 [ -z "$bad" ] || die "gofmt would change: $bad"
 (cd pkg && go vet ./...) && (cd services && go vet ./...)
 
-step "start Kafka and Vault"
+step "start Kafka, Vault and ClickHouse"
 bash scripts/kafka.sh reset >/dev/null 2>&1 || true
-cleanup() { bash "$BYOK_ROOT/scripts/kafka.sh" stop || true; bash "$BYOK_ROOT/scripts/vault.sh" stop || true; rm -rf "$tmp"; }
+cleanup() {
+  bash "$BYOK_ROOT/scripts/kafka.sh" stop || true
+  bash "$BYOK_ROOT/scripts/vault.sh" stop || true
+  bash "$BYOK_ROOT/scripts/clickhouse.sh" stop || true
+  rm -rf "$tmp"
+}
 trap cleanup EXIT
 bash scripts/kafka.sh start
 bash scripts/vault.sh start
+bash scripts/clickhouse.sh reset >/dev/null 2>&1 || true
+bash scripts/clickhouse.sh start
+export BYOK_TEST_CLICKHOUSE_ADDR="127.0.0.1:$CLICKHOUSE_PORT"
 export BYOK_TEST_KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT"
 export BYOK_TEST_VAULT_ADDR="http://127.0.0.1:$VAULT_PORT" BYOK_TEST_VAULT_TOKEN=root
 export BYOK_REQUIRE_INTEGRATION=1
@@ -40,7 +49,7 @@ step "unit and integration tests (race detector on)"
 (cd pkg && go test -race -count=1 ./...)
 (cd services && go test -race -count=1 $(go list ./... | grep -v /e2e))
 
-step "end-to-end: ingest API, two encryptor processes (one killed), real Kafka, real Vault"
+step "end-to-end: ingest API, two encryptors (one killed), auditor, real Kafka, Vault, ClickHouse"
 (cd services && go test -count=1 -v -timeout 10m ./e2e/ 2>&1 | grep -vE '^=== (RUN|PAUSE|CONT)')
 
 step "fuzz the envelope parser (20s)"

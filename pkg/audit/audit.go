@@ -135,7 +135,8 @@ func (l *Log) Emit(ctx context.Context, ev *byokv1.AuditEvent) error {
 
 // Hash is the SHA-256 of an event's canonical bytes: every field but hash, in field-number order,
 // strings and bytes length-prefixed (u32), integers big-endian, the time as unix seconds (i64) and
-// nanoseconds (u32), scopes as a count then chat/day pairs. schemas/audit-v1.md spells it out.
+// nanoseconds (u32), scopes as a count then chat/day pairs. This function is the specification:
+// change it only with a new schema_version.
 func Hash(ev *byokv1.AuditEvent) []byte {
 	h := sha256.New()
 	var b []byte

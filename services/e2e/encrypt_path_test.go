@@ -23,6 +23,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/byok-io/byok/pkg/audit"
+	"github.com/byok-io/byok/pkg/chstore"
 	"github.com/byok-io/byok/pkg/decrypt"
 	"github.com/byok-io/byok/pkg/envelope"
 	byokv1 "github.com/byok-io/byok/pkg/gen/byokv1"
@@ -54,6 +55,7 @@ func env(t *testing.T, name string) string {
 func TestEncryptPathEndToEnd(t *testing.T) {
 	brokers := strings.Split(env(t, "BYOK_TEST_KAFKA_BROKERS"), ",")
 	vaultAddr := env(t, "BYOK_TEST_VAULT_ADDR")
+	clickhouseAddr := env(t, "BYOK_TEST_CLICKHOUSE_ADDR")
 	rootToken := os.Getenv("BYOK_TEST_VAULT_TOKEN")
 	if rootToken == "" {
 		rootToken = "root"
@@ -162,6 +164,11 @@ func TestEncryptPathEndToEnd(t *testing.T) {
 	encEnv := append(common, "BYOK_STORAGE_TOPIC="+topics.stored, "BYOK_DEADLETTER_TOPIC="+topics.dead, "BYOK_AUDIT_TOPIC="+topics.audit,
 		"BYOK_ENCRYPTOR_GROUP="+run, "BYOK_TENANTS_FILE="+tenantsFile, "BYOK_SESSION_TIMEOUT=6s",
 		"BYOK_STATS_INTERVAL=500ms", "BYOK_CREATE_TOPICS=false", "BYOK_KMS_INSECURE_LOOPBACK=true")
+	// The auditor stores the audit topic in ClickHouse, in a database of this run's own.
+	chDB := strings.NewReplacer("-", "_", ".", "_").Replace(run)
+	auditor := start(t, "auditor", binary(t, "auditor"), append(common, "BYOK_AUDIT_TOPIC="+topics.audit,
+		"BYOK_AUDITOR_GROUP="+run+"-auditor", "BYOK_CLICKHOUSE_ADDR="+clickhouseAddr, "BYOK_CLICKHOUSE_DATABASE="+chDB,
+		"BYOK_CREATE_TOPICS=false", "BYOK_SESSION_TIMEOUT=6s", "BYOK_AUDITOR_FLUSH_INTERVAL=200ms")...)
 	encA := start(t, "encryptor-a", binary(t, "encryptor"), append(encEnv, "BYOK_WORKER_ID=enc-a")...)
 	encB := start(t, "encryptor-b", binary(t, "encryptor"), append(encEnv, "BYOK_WORKER_ID=enc-b")...)
 
@@ -340,6 +347,38 @@ func TestEncryptPathEndToEnd(t *testing.T) {
 		t.Logf("byokctl audit verify catches a forged event: %s", firstLine(out, "BROKEN"))
 	}
 
+	// Every audit event, the forged one included, lands in ClickHouse exactly once, and the chains
+	// read back from ClickHouse verify the same way (the forgery still shows).
+	store, err := chstore.Open(ctx, clickhouseAddr, chDB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	want := uint64(len(events) + 1)
+	var counts chstore.Counts
+	waitFor(t, 60*time.Second, "the auditor to store every audit event in ClickHouse", func() bool {
+		counts, err = store.Count(ctx, "")
+		return err == nil && counts.Final >= want
+	})
+	if counts.Final != want || counts.Distinct != want {
+		t.Fatalf("ClickHouse holds %+v, want %d events once each", counts, want)
+	}
+	stored, err := store.Events(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	brokenChains := 0
+	for _, r := range audit.Verify(stored) {
+		if r.Problem != "" {
+			brokenChains++
+		}
+	}
+	if brokenChains != 1 {
+		t.Fatalf("chains read back from ClickHouse: %d broken, want exactly the forged one", brokenChains)
+	}
+	auditor.stop(t, 30*time.Second)
+	t.Logf("ClickHouse: %d audit events stored once each (%d rows before merges); chains from ClickHouse: only the forged link broken", counts.Final, counts.Rows)
+
 	// No canary — body, credential or DEK — in any process's log lines.
 	needles := map[string][]byte{"body": []byte(bodyCanary), "vault token": []byte(tokenCanary),
 		"yandex private key": []byte(privateKeyCanary)}
@@ -349,7 +388,7 @@ func TestEncryptPathEndToEnd(t *testing.T) {
 		needles[fmt.Sprintf("DEK %d base64", i)] = []byte(base64.StdEncoding.EncodeToString(d))
 	}
 	lines := 0
-	for _, p := range []*proc{ingest, encA, encB} {
+	for _, p := range []*proc{ingest, encA, encB, auditor} {
 		out := p.out.Bytes()
 		lines += bytes.Count(out, []byte("\n"))
 		for what, n := range needles {
@@ -358,7 +397,7 @@ func TestEncryptPathEndToEnd(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("scanned %d log lines of 3 processes for %d canaries: none found", lines, len(needles))
+	t.Logf("scanned %d log lines of 4 processes for %d canaries: none found", lines, len(needles))
 }
 
 func vaultAdmin(t *testing.T, addr, token string) *vaultapi.Client {

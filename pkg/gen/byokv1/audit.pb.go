@@ -63,7 +63,7 @@ type AuditEvent struct {
 	// worker_id names the emitting process; request_id ties the event to logs.
 	WorkerId  string `protobuf:"bytes,18,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
 	RequestId string `protobuf:"bytes,19,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
-	// Hash chain (per tenant, per worker_id).
+	// Hash chain (per tenant, per emitting process: chain_id).
 	Seq      uint64 `protobuf:"varint,20,opt,name=seq,proto3" json:"seq,omitempty"`
 	PrevHash []byte `protobuf:"bytes,21,opt,name=prev_hash,json=prevHash,proto3" json:"prev_hash,omitempty"`
 	Hash     []byte `protobuf:"bytes,22,opt,name=hash,proto3" json:"hash,omitempty"`
