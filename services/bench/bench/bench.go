@@ -49,6 +49,9 @@ type Config struct {
 	KMS        string // local | vault
 	VaultAddr  string
 	VaultToken string
+	// AuditClickHouse, if set, makes the encrypt mode audit every KMS call to a Kafka topic and
+	// runs an auditor into this ClickHouse (host:port), to measure audit lag under load.
+	AuditClickHouse string
 	// ScopeSteps, if set, runs the memory table: DEK manager heap after each step of distinct
 	// scopes, e.g. 100000 steps up to ScopeMax.
 	ScopeMax, ScopeStep int
@@ -69,6 +72,7 @@ func ParseFlags(args []string) (Config, error) {
 	kmsName := fs.String("kms", "BYOK_BENCH_KMS", "local", "KMS provider for the encrypt mode: local or vault")
 	vaultAddr := fs.String("vault-addr", "BYOK_TEST_VAULT_ADDR", "", "Vault address (with -kms vault)")
 	vaultToken := fs.String("vault-token", "BYOK_TEST_VAULT_TOKEN", "root", "Vault token allowed to create transit keys")
+	fs.StringVar(&c.AuditClickHouse, "audit-clickhouse", "", "ClickHouse host:port: audit the encrypt mode and measure audit lag (empty: no audit)")
 	fs.IntVar(&c.ScopeMax, "scopes-max", 0, "memory table: grow distinct scopes to this many (0: skip), e.g. 1000000")
 	fs.IntVar(&c.ScopeStep, "scopes-step", 100_000, "memory table: step")
 	if err := fs.Parse(args); err != nil {
@@ -129,6 +133,9 @@ func Run(ctx context.Context, cfg Config, out, progress io.Writer) error {
 	for r := 0; r < cfg.Rounds; r++ {
 		for _, mode := range []string{worker.ModeIdentity, worker.ModeEncrypt} {
 			outputs = append(outputs, kafkax.TopicSpec{Name: fmt.Sprintf("%s.%s.%d", run, mode, r), Partitions: cfg.Partitions})
+			if mode == worker.ModeEncrypt && cfg.AuditClickHouse != "" {
+				outputs = append(outputs, kafkax.TopicSpec{Name: fmt.Sprintf("%s.%s.%d.audit", run, mode, r), Partitions: cfg.Partitions})
+			}
 		}
 	}
 	if err := kafkax.EnsureTopics(ctx, brokers, outputs...); err != nil {
@@ -253,7 +260,16 @@ func (c *countingResolver) KMSFor(t string) (kms.KMS, error) {
 
 func runMode(ctx context.Context, cfg Config, brokers []string, input, output, mode string, dir *tenant.Directory, progress io.Writer) (result, error) {
 	res := &countingResolver{Resolver: dir}
-	deks := dek.New(res, dek.Config{})
+	var resolver dek.Resolver = res
+	var ap *auditPipeline
+	if mode == worker.ModeEncrypt && cfg.AuditClickHouse != "" {
+		var err error
+		if ap, err = startAudit(ctx, cfg, brokers, output+".audit", progress); err != nil {
+			return result{}, err
+		}
+		resolver = ap.resolver(res, output)
+	}
+	deks := dek.New(resolver, dek.Config{})
 	defer deks.Close()
 	w, err := worker.New(worker.Config{
 		Brokers: brokers, InputTopic: input, StorageTopic: output, DeadLetterTopic: output,
@@ -307,6 +323,9 @@ func runMode(ctx context.Context, cfg Config, brokers []string, input, output, m
 	cancel()
 	if err := <-done; err != nil {
 		return result{}, err
+	}
+	if ap != nil {
+		ap.finish(res.calls.Load(), progress)
 	}
 	return result{
 		mode: mode, msgsPerS: float64(int64(cfg.Messages)-startWritten) / elapsed.Seconds(),
