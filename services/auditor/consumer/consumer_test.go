@@ -200,9 +200,9 @@ func TestCrashBeforeCommitReplays(t *testing.T) {
 	checkExactlyOnce(t, s, events)
 }
 
-// TestClickHouseOutage stops a (private) ClickHouse server for ~12 s while events keep arriving;
-// the consumer must retry without committing and, once the server is back, store every event
-// exactly once.
+// TestClickHouseOutage stops a (private) ClickHouse server for 30 s — the outage the issue names —
+// while events keep arriving; the consumer must retry without committing and, once the server is
+// back, store every event exactly once.
 func TestClickHouseOutage(t *testing.T) {
 	ch := startOwnClickHouse(t)
 	s := freshStore(t, ch.addr)
@@ -224,7 +224,7 @@ func TestClickHouseOutage(t *testing.T) {
 	ch.run("stop")
 	outageStart := time.Now()
 	stored := c.Stats().Inserted
-	time.Sleep(12 * time.Second)
+	time.Sleep(30 * time.Second)
 	<-published
 	st := c.Stats()
 	lagDuring := lag(t, brokers, "auditor-outage", topic)
