@@ -213,3 +213,21 @@ func TestVerifyFindsBrokenLinks(t *testing.T) {
 		}
 	}
 }
+
+func TestRefusedCallsAreRecorded(t *testing.T) {
+	path, sink, log := fixture(t)
+	k := Wrap(local.New(path, "kek-acme"), "acme", log, Access{})
+	ctx := WithAccess(context.Background(), Access{ActorService: "reader", ActorUser: "u-7", Purpose: "export"})
+	if err := k.Refused(ctx, OpUnwrap, CodeScopeRevoked, [][]byte{wrapReqs("secret-chat")[0].Context}); err != nil {
+		t.Fatal(err)
+	}
+	evs := sink.all()
+	if len(evs) != 1 {
+		t.Fatalf("recorded %d events, want 1", len(evs))
+	}
+	e := evs[0]
+	if e.Result != ResultDenied || e.ErrorCode != CodeScopeRevoked || e.FailedItems != 1 || e.Scopes[0].ChatId != "secret-chat" ||
+		e.ActorUser != "u-7" || e.Purpose != "export" || e.Operation != OpUnwrap {
+		t.Fatalf("refusal event = %v", e)
+	}
+}

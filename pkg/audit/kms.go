@@ -179,3 +179,20 @@ func (r *Resolver) KMSFor(tenantID string) (kms.KMS, error) {
 	}
 	return Wrap(k, tenantID, r.Log, r.Fallback), nil
 }
+
+// Codes of calls refused by byok before they reach the KMS.
+const (
+	CodeScopeRevoked = "scope_revoked" // the customer revoked the chat or date range (granular revocation)
+	CodePolicy       = "policy"        // byok's own policy refused it (caller not allowed for the tenant, …)
+)
+
+// Refused records a call that byok refused before it reached the tenant's KMS — a revoked scope,
+// a caller without rights — as a denied event with the given code, so the customer sees
+// attempts as well as accesses. The call stays refused whether or not the event is recorded; the
+// error is returned so the caller can report it.
+func (a *KMS) Refused(ctx context.Context, op, code string, contexts [][]byte) error {
+	ev := a.event(ctx, op, contexts, time.Now())
+	ev.LatencyMs = 0
+	ev.Result, ev.ErrorCode, ev.FailedItems = ResultDenied, code, ev.DekCount
+	return a.log.Emit(ctx, ev)
+}
