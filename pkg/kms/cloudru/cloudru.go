@@ -72,8 +72,6 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 	"unicode"
 
@@ -367,7 +365,7 @@ func (c *Client) Wrap(ctx context.Context, reqs []kms.WrapRequest) ([]kms.WrapRe
 	if err := c.begin(ctx, "encrypt", len(todo)); err != nil {
 		return nil, err
 	}
-	c.each(todo, func(i int) { out[i] = c.wrapOne(ctx, reqs[i]) })
+	kms.ForEach(todo, c.concurrency, func(i int) { out[i] = c.wrapOne(ctx, reqs[i]) })
 	return out, nil
 }
 
@@ -388,7 +386,7 @@ func (c *Client) Unwrap(ctx context.Context, reqs []kms.UnwrapRequest) ([]kms.Un
 	if err := c.begin(ctx, "decrypt", len(todo)); err != nil {
 		return nil, err
 	}
-	c.each(todo, func(i int) { out[i].DEK, out[i].Err = c.unwrapOne(ctx, reqs[i]) })
+	kms.ForEach(todo, c.concurrency, func(i int) { out[i].DEK, out[i].Err = c.unwrapOne(ctx, reqs[i]) })
 	return out, nil
 }
 
@@ -405,31 +403,6 @@ func (c *Client) begin(ctx context.Context, op string, n int) error {
 		return fmt.Errorf("cloudru: %s %s: %w", op, c.kekID, err)
 	}
 	return nil
-}
-
-// each runs f for every index in idx with at most c.concurrency running at once.
-func (c *Client) each(idx []int, f func(i int)) {
-	workers := min(c.concurrency, len(idx))
-	if workers <= 1 {
-		for _, i := range idx {
-			f(i)
-		}
-		return
-	}
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Go(func() {
-			for {
-				n := int(next.Add(1)) - 1
-				if n >= len(idx) {
-					return
-				}
-				f(idx[n])
-			}
-		})
-	}
-	wg.Wait()
 }
 
 func (c *Client) wrapOne(ctx context.Context, r kms.WrapRequest) kms.WrapResult {

@@ -79,7 +79,6 @@ import (
 	"fmt"
 	"net"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	kmspb "github.com/yandex-cloud/go-genproto/yandex/cloud/kms/v1"
@@ -413,25 +412,11 @@ func (c *Client) Unwrap(ctx context.Context, reqs []kms.UnwrapRequest) ([]kms.Un
 // fanOut runs do for every index in todo, at most MaxInFlight at a time, each with its own
 // CallTimeout. Items not started when ctx ends get ctx's error through do (the RPC fails at once).
 func (c *Client) fanOut(ctx context.Context, todo []int, do func(ctx context.Context, i int)) {
-	workers := min(c.opts.MaxInFlight, len(todo))
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				n := int(next.Add(1)) - 1
-				if n >= len(todo) {
-					return
-				}
-				cctx, cancel := context.WithTimeout(ctx, c.opts.CallTimeout)
-				do(cctx, todo[n])
-				cancel()
-			}
-		}()
-	}
-	wg.Wait()
+	kms.ForEach(todo, c.opts.MaxInFlight, func(i int) {
+		cctx, cancel := context.WithTimeout(ctx, c.opts.CallTimeout)
+		defer cancel()
+		do(cctx, i)
+	})
 }
 
 // wholeCall returns the common error when every attempted item failed with the same key-level
