@@ -251,7 +251,7 @@ func (w *Worker) Run(ctx context.Context) error {
 
 	// Two stages: this goroutine collects and transforms batch N+1 while the writer stage writes
 	// batch N, marks its records finished and commits. One writer keeps per-chat order.
-	offs := newOffsets()
+	offs := kafkax.NewOffsets()
 	jobs := make(chan job, 2)
 	writerDone := make(chan error, 1)
 	go func() { writerDone <- w.writeLoop(workCtx, jobs, offs) }()
@@ -323,7 +323,7 @@ func (w *Worker) fetchLoop(ctx context.Context, out chan<- kafka.Message) {
 // collect returns the next batch: held records that are due, plus fresh records — waiting for the
 // first one (or the next held record's due time), then up to BatchWait for the batch to fill.
 // It reports false when the fetcher has stopped.
-func (w *Worker) collect(ctx context.Context, fetched <-chan kafka.Message, held *[]*item, offs *offsets) ([]*item, bool) {
+func (w *Worker) collect(ctx context.Context, fetched <-chan kafka.Message, held *[]*item, offs *kafkax.Offsets) ([]*item, bool) {
 	now := time.Now()
 	var batch []*item
 	var next time.Time
@@ -343,7 +343,7 @@ func (w *Worker) collect(ctx context.Context, fetched <-chan kafka.Message, held
 
 	accept := func(m kafka.Message) {
 		w.consumed.Add(1)
-		if !offs.add(m.Partition, m.Offset) {
+		if !offs.Add(m.Partition, m.Offset) {
 			// The group rewound this partition: its held records will be fetched again.
 			*held = dropPartition(*held, m.Partition)
 			batch = dropPartition(batch, m.Partition)
@@ -426,7 +426,7 @@ func (w *Worker) prepare(ctx context.Context, batch []*item, held *[]*item) job 
 // writeLoop writes each job, marks its records finished, and commits at most every
 // commitInterval (and once more when jobs closes). It returns only when a write is abandoned at
 // shutdown (its inputs stay uncommitted) or jobs is closed.
-func (w *Worker) writeLoop(ctx context.Context, jobs <-chan job, offs *offsets) error {
+func (w *Worker) writeLoop(ctx context.Context, jobs <-chan job, offs *kafkax.Offsets) error {
 	const commitInterval = 100 * time.Millisecond
 	last := time.Now()
 	for j := range jobs {
@@ -438,7 +438,7 @@ func (w *Worker) writeLoop(ctx context.Context, jobs <-chan job, offs *offsets) 
 			return err
 		}
 		for _, it := range j.finished {
-			offs.done(it.msg.Partition, it.msg.Offset)
+			offs.Done(it.msg.Partition, it.msg.Offset)
 		}
 		if time.Since(last) >= commitInterval || len(jobs) == 0 {
 			w.commit(ctx, offs)
@@ -625,8 +625,8 @@ func (w *Worker) write(ctx context.Context, wr *kafka.Writer, msgs []kafka.Messa
 	return nil
 }
 
-func (w *Worker) commit(ctx context.Context, offs *offsets) {
-	c := offs.committable()
+func (w *Worker) commit(ctx context.Context, offs *kafkax.Offsets) {
+	c := offs.Committable()
 	if len(c) == 0 {
 		return
 	}

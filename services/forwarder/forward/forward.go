@@ -52,6 +52,7 @@ import (
 
 	"github.com/byok-io/byok/pkg/audit"
 	byokv1 "github.com/byok-io/byok/pkg/gen/byokv1"
+	"github.com/byok-io/byok/pkg/kafkax"
 )
 
 // Config configures a Forwarder. Zero values take the defaults noted.
@@ -173,7 +174,7 @@ type Forwarder struct {
 	targets map[string]*Target
 	log     zerolog.Logger
 	reader  *kafka.Reader
-	offs    *offsets
+	offs    *kafkax.Offsets
 	slots   chan struct{} // one per held event, capacity MaxHeld
 
 	lanesMu sync.Mutex
@@ -192,7 +193,7 @@ func New(cfg Config, targets map[string]*Target, log zerolog.Logger) (*Forwarder
 		return nil, err
 	}
 	cfg.setDefaults()
-	f := &Forwarder{cfg: cfg, targets: targets, log: log, offs: newOffsets(),
+	f := &Forwarder{cfg: cfg, targets: targets, log: log, offs: kafkax.NewOffsets(),
 		slots: make(chan struct{}, cfg.MaxHeld), lanes: map[string]*lane{}}
 	f.reader = kafka.NewReader(kafka.ReaderConfig{
 		Brokers:           cfg.Brokers,
@@ -352,15 +353,15 @@ func (f *Forwarder) dispatch(ctx, workCtx context.Context, m kafka.Message) bool
 		// The error text of a protobuf parse does not quote the payload; the payload is never logged.
 		f.log.Error().Str("topic", m.Topic).Int("partition", m.Partition).Int64("offset", m.Offset).
 			Int("bytes", len(m.Value)).Err(err).Msg("record is not an AuditEvent; skipped")
-		f.offs.add(m.Partition, m.Offset)
-		f.offs.done(m.Partition, m.Offset)
+		f.offs.Add(m.Partition, m.Offset)
+		f.offs.Done(m.Partition, m.Offset)
 		return true
 	}
 	t := f.targets[ev.GetTenantId()]
 	if t == nil {
 		f.untargeted.Add(1)
-		f.offs.add(m.Partition, m.Offset)
-		f.offs.done(m.Partition, m.Offset)
+		f.offs.Add(m.Partition, m.Offset)
+		f.offs.Done(m.Partition, m.Offset)
 		return true
 	}
 	select {
@@ -369,7 +370,7 @@ func (f *Forwarder) dispatch(ctx, workCtx context.Context, m kafka.Message) bool
 		return false
 	}
 	f.held.Add(1)
-	f.offs.add(m.Partition, m.Offset)
+	f.offs.Add(m.Partition, m.Offset)
 	f.laneFor(workCtx, t).push(item{partition: m.Partition, offset: m.Offset, event: EventJSON(ev)})
 	return true
 }
@@ -480,7 +481,7 @@ func (f *Forwarder) runLane(ctx context.Context, l *lane) {
 			return
 		}
 		for _, it := range batch {
-			f.offs.done(it.partition, it.offset)
+			f.offs.Done(it.partition, it.offset)
 		}
 		l.mu.Lock()
 		l.queue = append(l.queue[:0:0], l.queue[len(batch):]...)
@@ -635,7 +636,7 @@ func (f *Forwarder) commitLoop(ctx context.Context) {
 
 // commit commits, per partition, up to the oldest record not yet done.
 func (f *Forwarder) commit(ctx context.Context) {
-	parts := f.offs.committable()
+	parts := f.offs.Committable()
 	if len(parts) == 0 {
 		return
 	}

@@ -1,17 +1,18 @@
-package worker
+package kafkax
 
 import (
 	"sort"
 	"sync"
 )
 
-// offsets tracks, per partition, the records fetched but not yet finished, in fetch order, and
-// says how far each partition can be committed: up to (not including) the oldest unfinished
-// record. A record held for a failing KMS therefore holds back its partition's commits, and a
-// crash replays it; records of other tenants behind it are written but re-sent on replay, which
-// the storage topic's message-id keys make harmless.
+// Offsets tracks, per partition, the records a consumer fetched but has not finished, in fetch
+// order, and says how far each partition can be committed: up to (not including) the oldest
+// unfinished record. A record held back (a failing KMS, a receiver that is down) therefore holds
+// back its partition's commits and is replayed after a crash; records behind it that were
+// finished are replayed too, which outputs keyed and deduplicated by id make harmless. The
+// encryptor, the auditor's peers and the forwarder all commit this way.
 // It is safe for concurrent use.
-type offsets struct {
+type Offsets struct {
 	mu    sync.Mutex
 	parts map[int]*partOffsets
 }
@@ -26,12 +27,13 @@ type pendingOffset struct {
 	done   bool
 }
 
-func newOffsets() *offsets { return &offsets{parts: map[int]*partOffsets{}} }
+// NewOffsets returns an empty tracker.
+func NewOffsets() *Offsets { return &Offsets{parts: map[int]*partOffsets{}} }
 
-// add records a fetched record. It reports false when the offset is not after the last one seen
+// Add records a fetched record. It reports false when the offset is not after the last one seen
 // for the partition: the group rebalanced and the reader rewound to the committed offset, so the
 // partition's state was reset and the caller must drop any held work of it.
-func (o *offsets) add(partition int, offset int64) (inOrder bool) {
+func (o *Offsets) Add(partition int, offset int64) (inOrder bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	p := o.parts[partition]
@@ -48,8 +50,8 @@ func (o *offsets) add(partition int, offset int64) (inOrder bool) {
 	return true
 }
 
-// done marks a record finished.
-func (o *offsets) done(partition int, offset int64) {
+// Done marks a record finished.
+func (o *Offsets) Done(partition int, offset int64) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	p := o.parts[partition]
@@ -62,9 +64,9 @@ func (o *offsets) done(partition int, offset int64) {
 	}
 }
 
-// committable returns, per partition whose commit point moved, the offset of the last record
+// Committable returns, per partition whose commit point moved, the offset of the last record
 // that may be committed (kafka-go's CommitMessages takes the record and commits offset+1).
-func (o *offsets) committable() map[int]int64 {
+func (o *Offsets) Committable() map[int]int64 {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	out := map[int]int64{}
@@ -86,8 +88,8 @@ func (o *offsets) committable() map[int]int64 {
 	return out
 }
 
-// inFlight is the number of records fetched and not finished.
-func (o *offsets) inFlight() int {
+// InFlight is the number of records fetched and not finished.
+func (o *Offsets) InFlight() int {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	n := 0
