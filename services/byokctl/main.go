@@ -1,11 +1,18 @@
 // Command byokctl is the tool of the customer's security team and of ops:
 //
 //	byokctl audit verify    [-brokers …] [-audit-topic byok.audit]
+//	byokctl audit report    [-clickhouse addr] [-clickhouse-database byok] [-tenant T]
+//	                        [-window 1h] [-baseline 168h] [-now RFC3339]
 //	byokctl tenant validate -tenant acme -provider vault|yandex|cloudru|local -kek-id KEY
 //	                        -credential-file cred.json [-brokers …] [-audit-topic byok.audit]
 //
 // `audit verify` reads every event on the audit topic, checks each hash chain (tenant × emitting
 // worker), prints one line per chain and exits 1 if any link is broken or missing.
+//
+// `audit report` runs the anomaly queries shipped in schemas/clickhouse/queries (pkg/anomaly)
+// against the ClickHouse audit store — the window before -now (default: the current time) against
+// each tenant's baseline just before it — and prints one table per query, "no findings" when
+// clean. It exits 0 whatever it finds, 1 when a query cannot run.
 //
 // `tenant validate` proves a tenant's KMS settings with a real round trip (describe the key, wrap
 // and unwrap a test DEK) — what saving the settings does — and says what to fix if it fails. Its
@@ -19,10 +26,14 @@ import (
 	"os"
 	"os/signal"
 	"os/user"
+	"strings"
 	"syscall"
+	"text/tabwriter"
 	"time"
 
+	"github.com/byok-io/byok/pkg/anomaly"
 	"github.com/byok-io/byok/pkg/audit"
+	"github.com/byok-io/byok/pkg/chstore"
 	"github.com/byok-io/byok/pkg/flagenv"
 	"github.com/byok-io/byok/pkg/kms/registry"
 	"github.com/byok-io/byok/pkg/tenant"
@@ -36,6 +47,7 @@ func main() {
 
 const usage = `usage:
   byokctl audit verify    [-brokers host:port,...] [-audit-topic name]
+  byokctl audit report    [-clickhouse host:port] [-clickhouse-database byok] [-tenant ID] [-window 1h] [-baseline 168h] [-now RFC3339]
   byokctl tenant validate -tenant ID -provider NAME -kek-id KEY -credential-file FILE [-brokers ...] [-audit-topic name]`
 
 func run(ctx context.Context, args []string, out, errOut io.Writer) int {
@@ -56,6 +68,32 @@ func run(ctx context.Context, args []string, out, errOut io.Writer) int {
 		ctx, cancel := context.WithTimeout(ctx, *timeout)
 		defer cancel()
 		return auditVerify(ctx, *brokers, *topic, out, errOut)
+	case "audit report":
+		chAddr := fs.String("clickhouse", "BYOK_CLICKHOUSE_ADDR", "127.0.0.1:19000", "ClickHouse native protocol address host:port")
+		chDB := fs.String("clickhouse-database", "BYOK_CLICKHOUSE_DATABASE", "byok", "ClickHouse database holding audit_events")
+		chUser := fs.String("clickhouse-user", "BYOK_CLICKHOUSE_USER", "default", "ClickHouse user")
+		chPassword := fs.String("clickhouse-password", "BYOK_CLICKHOUSE_PASSWORD", "", "ClickHouse password (prefer the env var)")
+		tenantID := fs.String("tenant", "BYOK_CTL_TENANT", "", "only this tenant (default: every tenant)")
+		window := fs.Duration("window", "BYOK_CTL_WINDOW", time.Hour, "the period looked at, ending at -now")
+		baseline := fs.Duration("baseline", "BYOK_CTL_BASELINE", 7*24*time.Hour, "the tenant's usual: this long, just before the window")
+		nowFlag := fs.String("now", "BYOK_CTL_NOW", "", "end of the window, RFC 3339 (default: the current time)")
+		if err := fs.Parse(args[2:]); err != nil {
+			return 2
+		}
+		now := time.Now().UTC()
+		if *nowFlag != "" {
+			t, err := time.Parse(time.RFC3339, *nowFlag)
+			if err != nil {
+				fmt.Fprintf(errOut, "byokctl: -now %q: want RFC 3339, e.g. 2026-03-12T14:30:00Z\n", *nowFlag)
+				return 2
+			}
+			now = t.UTC()
+		}
+		p := anomaly.Defaults(now)
+		p.TenantID, p.Window, p.Baseline = *tenantID, *window, *baseline
+		ctx, cancel := context.WithTimeout(ctx, *timeout)
+		defer cancel()
+		return auditReport(ctx, *chAddr, *chDB, chstore.WithAuth(*chUser, *chPassword), p, out, errOut)
 	case "tenant validate":
 		tenantID := fs.String("tenant", "BYOK_CTL_TENANT", "", "tenant id")
 		provider := fs.String("provider", "BYOK_CTL_PROVIDER", "", "vault, yandex, cloudru or local")
@@ -96,6 +134,58 @@ func auditVerify(ctx context.Context, brokers []string, topic string, out, errOu
 	if broken > 0 {
 		return 1
 	}
+	return 0
+}
+
+func auditReport(ctx context.Context, addr, database string, auth chstore.Option, p anomaly.Params, out, errOut io.Writer) int {
+	qs, err := anomaly.Queries()
+	if err != nil {
+		fmt.Fprintln(errOut, "byokctl:", err)
+		return 1
+	}
+	s, err := chstore.Open(ctx, addr, database, auth, chstore.WithDialTimeout(5*time.Second))
+	if err != nil {
+		fmt.Fprintln(errOut, "byokctl:", err)
+		return 1
+	}
+	defer s.Close()
+	results, err := anomaly.RunAll(ctx, s.Conn(), p)
+	if err != nil {
+		fmt.Fprintln(errOut, "byokctl:", err)
+		return 1
+	}
+	const ts = "2006-01-02 15:04:05"
+	who := "every tenant"
+	if p.TenantID != "" {
+		who = "tenant " + p.TenantID
+	}
+	fmt.Fprintf(out, "anomaly report for %s: window %s – %s UTC, baseline from %s UTC (%s)\n",
+		who, p.Now.Add(-p.Window).Format(ts), p.Now.Format(ts), p.Now.Add(-p.Window-p.Baseline).Format(ts), p.Baseline)
+	total := 0
+	for _, q := range qs {
+		fs := results[q.Name]
+		total += len(fs)
+		fmt.Fprintf(out, "\n== %s: %s\n", q.Name, q.Title)
+		if len(fs) == 0 {
+			fmt.Fprintln(out, "no findings")
+			continue
+		}
+		tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+		head := []string{"TENANT", "AT"}
+		for _, f := range fs[0].Fields {
+			head = append(head, strings.ToUpper(f.Name))
+		}
+		fmt.Fprintln(tw, strings.Join(head, "\t"))
+		for _, f := range fs {
+			row := []string{f.TenantID, f.At.Format(ts)}
+			for _, c := range f.Fields {
+				row = append(row, c.Value)
+			}
+			fmt.Fprintln(tw, strings.Join(row, "\t"))
+		}
+		tw.Flush()
+	}
+	fmt.Fprintf(out, "\n%d findings from %d queries\n", total, len(qs))
 	return 0
 }
 
