@@ -1,0 +1,8 @@
+// Package deploytest holds no code, only tests: they load the deployment files that live outside
+// Go — docker-compose.yml, services/<svc>/Dockerfile, deploy/compose and deploy/k8s — with the
+// same loaders Docker Compose (compose-go) and Kubernetes (typed API objects, strict decoding)
+// use, and check them against the code: every BYOK_* variable a file sets must be one the
+// service's Go sources read, every port must be the one the service listens on, every probe,
+// selector, budget and autoscaler must point at something that exists. Nothing here starts a
+// container; no Docker engine or cluster is needed.
+package deploytest
