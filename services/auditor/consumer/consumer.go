@@ -34,6 +34,7 @@ import (
 	"github.com/byok-io/byok/pkg/audit"
 	"github.com/byok-io/byok/pkg/chstore"
 	byokv1 "github.com/byok-io/byok/pkg/gen/byokv1"
+	"github.com/byok-io/byok/pkg/kafkax"
 )
 
 // Store is where batches of events go. It must return nil only when the whole batch is stored,
@@ -309,29 +310,7 @@ loop:
 }
 
 func (c *Consumer) fetchLoop(ctx context.Context, out chan<- kafka.Message) {
-	backoff := c.cfg.RetryMin
-	for {
-		m, err := c.reader.FetchMessage(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			c.log.Warn().Err(err).Dur("backoff", backoff).Msg("fetch failed; retrying")
-			select {
-			case <-time.After(backoff):
-			case <-ctx.Done():
-				return
-			}
-			backoff = min(backoff*2, c.cfg.RetryMax)
-			continue
-		}
-		backoff = c.cfg.RetryMin
-		select {
-		case out <- m:
-		case <-ctx.Done():
-			return
-		}
-	}
+	kafkax.Fetch(ctx, c.reader, out, c.cfg.RetryMin, c.cfg.RetryMax, c.log)
 }
 
 // flush decodes msgs, stores the events (retrying until stored or ctx ends), then commits msgs.

@@ -318,29 +318,7 @@ loop:
 }
 
 func (f *Forwarder) fetchLoop(ctx context.Context, out chan<- kafka.Message) {
-	backoff := f.cfg.RetryMin
-	for {
-		m, err := f.reader.FetchMessage(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			f.log.Warn().Err(err).Dur("backoff", backoff).Msg("fetch failed; retrying")
-			select {
-			case <-time.After(backoff):
-			case <-ctx.Done():
-				return
-			}
-			backoff = min(backoff*2, f.cfg.RetryMax)
-			continue
-		}
-		backoff = f.cfg.RetryMin
-		select {
-		case out <- m:
-		case <-ctx.Done():
-			return
-		}
-	}
+	kafkax.Fetch(ctx, f.reader, out, f.cfg.RetryMin, f.cfg.RetryMax, f.log)
 }
 
 // dispatch tracks m and hands its event to the tenant's lane, or finishes it at once if there is
