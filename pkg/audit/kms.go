@@ -18,7 +18,18 @@ type KMS struct {
 	tenantID string
 	log      *Log
 	fallback Access // used when the call's context carries no Access
+	observe  Observer
 }
+
+// Observer is told of every call the wrapper makes or refuses, after its event is recorded (or
+// failed to be): provider, operation and result are audit's closed sets (result ResultNotRecorded
+// when the event could not be recorded), deks the number of DEKs in the call. It must be safe for
+// concurrent use and quick; metrics.KMS.Observe is one.
+type Observer func(provider, operation, result string, deks int, latency time.Duration)
+
+// ResultNotRecorded is an Observer result: the KMS answered but its event could not be recorded,
+// so the answer was not used.
+const ResultNotRecorded = "not_recorded"
 
 var _ kms.KMS = (*KMS)(nil)
 
@@ -26,6 +37,25 @@ var _ kms.KMS = (*KMS)(nil)
 // context has none.
 func Wrap(k kms.KMS, tenantID string, log *Log, fallback Access) *KMS {
 	return &KMS{inner: k, tenantID: tenantID, log: log, fallback: fallback}
+}
+
+// Observe makes a tell o of every call (nil: nobody) and returns a.
+func (a *KMS) Observe(o Observer) *KMS {
+	a.observe = o
+	return a
+}
+
+// emit records ev and tells the observer.
+func (a *KMS) emit(ctx context.Context, ev *byokv1.AuditEvent, start time.Time) error {
+	err := a.log.Emit(ctx, ev)
+	if a.observe != nil {
+		result := ev.Result
+		if err != nil {
+			result = ResultNotRecorded
+		}
+		a.observe(ev.Provider, ev.Operation, result, int(ev.DekCount), time.Since(start))
+	}
+	return err
 }
 
 // Provider implements kms.KMS.
@@ -122,7 +152,7 @@ func (a *KMS) Wrap(ctx context.Context, reqs []kms.WrapRequest) ([]kms.WrapResul
 		}
 	}
 	setResult(ev, err, itemErrs)
-	if rerr := a.log.Emit(ctx, ev); rerr != nil {
+	if rerr := a.emit(ctx, ev, start); rerr != nil {
 		return nil, notRecorded(OpWrap, rerr)
 	}
 	return res, err
@@ -142,7 +172,7 @@ func (a *KMS) Unwrap(ctx context.Context, reqs []kms.UnwrapRequest) ([]kms.Unwra
 		itemErrs = append(itemErrs, r.Err)
 	}
 	setResult(ev, err, itemErrs)
-	if rerr := a.log.Emit(ctx, ev); rerr != nil {
+	if rerr := a.emit(ctx, ev, start); rerr != nil {
 		for _, r := range res {
 			kms.Zero(r.DEK)
 		}
@@ -158,7 +188,7 @@ func (a *KMS) Describe(ctx context.Context) (kms.KeyInfo, error) {
 	ev := a.event(ctx, OpDescribe, nil, start)
 	ev.KekVersion = info.LatestVersion
 	setResult(ev, err, nil)
-	if rerr := a.log.Emit(ctx, ev); rerr != nil {
+	if rerr := a.emit(ctx, ev, start); rerr != nil {
 		return kms.KeyInfo{}, notRecorded(OpDescribe, rerr)
 	}
 	return info, err
@@ -169,6 +199,7 @@ type Resolver struct {
 	Inner    dek.Resolver
 	Log      *Log
 	Fallback Access
+	Observe  Observer // optional: told of every call (metrics)
 }
 
 // KMSFor implements dek.Resolver.
@@ -177,7 +208,7 @@ func (r *Resolver) KMSFor(tenantID string) (kms.KMS, error) {
 	if err != nil {
 		return nil, err
 	}
-	return Wrap(k, tenantID, r.Log, r.Fallback), nil
+	return Wrap(k, tenantID, r.Log, r.Fallback).Observe(r.Observe), nil
 }
 
 // Codes of calls refused by byok before they reach the KMS.
@@ -191,8 +222,9 @@ const (
 // attempts as well as accesses. The call stays refused whether or not the event is recorded; the
 // error is returned so the caller can report it.
 func (a *KMS) Refused(ctx context.Context, op, code string, contexts [][]byte) error {
-	ev := a.event(ctx, op, contexts, time.Now())
+	start := time.Now()
+	ev := a.event(ctx, op, contexts, start)
 	ev.LatencyMs = 0
 	ev.Result, ev.ErrorCode, ev.FailedItems = ResultDenied, code, ev.DekCount
-	return a.log.Emit(ctx, ev)
+	return a.emit(ctx, ev, start)
 }

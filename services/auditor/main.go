@@ -21,6 +21,7 @@ import (
 	"github.com/byok-io/byok/pkg/flagenv"
 	"github.com/byok-io/byok/pkg/kafkax"
 	"github.com/byok-io/byok/pkg/logging"
+	"github.com/byok-io/byok/pkg/metrics"
 	"github.com/byok-io/byok/services/auditor/consumer"
 )
 
@@ -36,6 +37,7 @@ type config struct {
 	partitions    int
 	statsInterval time.Duration
 	logLevel      string
+	metricsListen string
 }
 
 var databaseName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
@@ -61,9 +63,14 @@ func parseConfig(args []string) (config, error) {
 	partitions := fs.Int("partitions", "BYOK_PARTITIONS", 6, "partitions of a created audit topic")
 	stats := fs.Duration("stats-interval", "BYOK_STATS_INTERVAL", 10*time.Second, "how often to log counters")
 	level := fs.String("log-level", "BYOK_LOG_LEVEL", "info", "debug, info, warn or error")
+	metricsListen := fs.String("metrics-listen", "BYOK_METRICS_LISTEN", "127.0.0.1:9102", "address of /metrics, /healthz and /readyz (empty: off)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
+	if err := metrics.CheckListen(*metricsListen); err != nil {
+		return c, fmt.Errorf("invalid configuration: %w", err)
+	}
+	c.metricsListen = *metricsListen
 	c.consumer = consumer.Config{
 		Brokers: *brokers, Topic: *topic, GroupID: *group,
 		FlushCount: *flushCount, FlushBytes: *flushBytes, FlushInterval: *flushInterval,
@@ -132,9 +139,22 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 			return err
 		}
 	}
-	c, err := consumer.New(cfg.consumer, store, log)
+	reg := metrics.NewRegistry("auditor")
+	c, err := consumer.New(cfg.consumer, newTimedStore(store, reg), log)
 	if err != nil {
 		return err
+	}
+	registerMetrics(reg, c)
+	if cfg.metricsListen != "" {
+		health := metrics.Health{Ready: []metrics.Check{
+			metrics.KafkaReachable(cfg.consumer.Brokers),
+			{Name: "clickhouse", Fn: store.Ping},
+		}}
+		addr, err := metrics.Serve(ctx, cfg.metricsListen, reg, health)
+		if err != nil {
+			return err
+		}
+		log.Info().Str("addr", addr.String()).Msg("serving /metrics, /healthz, /readyz")
 	}
 	go every(ctx, cfg.statsInterval, func() { log.Info().Interface("stats", c.Stats()).Msg("stats") })
 	if keep > 0 {

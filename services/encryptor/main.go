@@ -19,6 +19,7 @@ import (
 	"github.com/byok-io/byok/pkg/kafkax"
 	"github.com/byok-io/byok/pkg/kms/registry"
 	"github.com/byok-io/byok/pkg/logging"
+	"github.com/byok-io/byok/pkg/metrics"
 	"github.com/byok-io/byok/pkg/tenant"
 	"github.com/byok-io/byok/services/encryptor/worker"
 )
@@ -34,6 +35,7 @@ type config struct {
 	partitions    int
 	statsInterval time.Duration
 	logLevel      string
+	metricsListen string
 }
 
 func parseConfig(args []string) (config, error) {
@@ -65,9 +67,14 @@ func parseConfig(args []string) (config, error) {
 	partitions := fs.Int("partitions", "BYOK_PARTITIONS", 6, "partitions of topics created at start")
 	stats := fs.Duration("stats-interval", "BYOK_STATS_INTERVAL", 10*time.Second, "how often to log counters")
 	level := fs.String("log-level", "BYOK_LOG_LEVEL", "info", "debug, info, warn or error")
+	metricsListen := fs.String("metrics-listen", "BYOK_METRICS_LISTEN", "127.0.0.1:9101", "address of /metrics, /healthz and /readyz (empty: off)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
+	if err := metrics.CheckListen(*metricsListen); err != nil {
+		return c, fmt.Errorf("invalid configuration: %w", err)
+	}
+	c.metricsListen = *metricsListen
 	c.worker = worker.Config{
 		Brokers: *brokers, InputTopic: *input, StorageTopic: *storage, DeadLetterTopic: *dlq,
 		GroupID: *group, WorkerID: *workerID, BatchSize: *batch, BatchWait: *batchWait,
@@ -121,6 +128,17 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 		}
 		dir.Apply(f)
 	}
+	// Metrics are served from the start, so /readyz can say what start-up waits for; series
+	// of the worker join the registry once it exists.
+	reg := metrics.NewRegistry("encryptor")
+	cfg.worker.ObserveSeal = sealObserver(reg)
+	if cfg.metricsListen != "" {
+		addr, err := metrics.Serve(ctx, cfg.metricsListen, reg, readiness(cfg.worker.Brokers, dir))
+		if err != nil {
+			return err
+		}
+		log.Info().Str("addr", addr.String()).Msg("serving /metrics, /healthz, /readyz")
+	}
 	// Every KMS call goes through the audit wrapper: recorded on the audit topic (acks=all)
 	// before its result is used, or not used at all.
 	auditSink := audit.NewKafkaSink(cfg.worker.Brokers, cfg.auditTopic)
@@ -129,6 +147,7 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 		Inner:    dir,
 		Log:      audit.NewLog(auditSink, cfg.worker.WorkerID),
 		Fallback: audit.Access{ActorService: "encryptor", Purpose: "encrypt"},
+		Observe:  metrics.NewKMS(reg).Observe,
 	}
 	deks := dek.New(resolver, cfg.dek)
 	defer deks.Close()
@@ -155,6 +174,7 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 	if err != nil {
 		return err
 	}
+	registerMetrics(reg, w, deks, cfg.worker.InputTopic)
 	go func() {
 		t := time.NewTicker(cfg.statsInterval)
 		defer t.Stop()

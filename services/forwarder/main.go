@@ -19,6 +19,7 @@ import (
 	"github.com/byok-io/byok/pkg/audit"
 	"github.com/byok-io/byok/pkg/flagenv"
 	"github.com/byok-io/byok/pkg/logging"
+	"github.com/byok-io/byok/pkg/metrics"
 	"github.com/byok-io/byok/services/forwarder/forward"
 )
 
@@ -27,6 +28,7 @@ type config struct {
 	targets       map[string]*forward.Target
 	statsInterval time.Duration
 	logLevel      string
+	metricsListen string
 }
 
 func parseConfig(args []string) (config, error) {
@@ -46,9 +48,14 @@ func parseConfig(args []string) (config, error) {
 	shutdown := fs.Duration("shutdown-timeout", "BYOK_SHUTDOWN_TIMEOUT", 15*time.Second, "bound on finishing deliveries and committing at stop")
 	stats := fs.Duration("stats-interval", "BYOK_STATS_INTERVAL", 10*time.Second, "how often to log counters")
 	level := fs.String("log-level", "BYOK_LOG_LEVEL", "info", "debug, info, warn or error")
+	metricsListen := fs.String("metrics-listen", "BYOK_METRICS_LISTEN", "127.0.0.1:9103", "address of /metrics, /healthz and /readyz (empty: off)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
+	if err := metrics.CheckListen(*metricsListen); err != nil {
+		return c, fmt.Errorf("invalid configuration: %w", err)
+	}
+	c.metricsListen = *metricsListen
 	switch {
 	case len(*brokers) == 0:
 		return c, errors.New("invalid configuration: -brokers (BYOK_KAFKA_BROKERS) is required")
@@ -119,6 +126,16 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 	}
 	for _, t := range cfg.targets {
 		log.Info().Str("tenant_id", t.TenantID).Str("target", t.Redacted()).Msg("forwarding target")
+	}
+	reg := metrics.NewRegistry("forwarder")
+	registerMetrics(reg, f)
+	if cfg.metricsListen != "" {
+		health := metrics.Health{Ready: []metrics.Check{metrics.KafkaReachable(cfg.forward.Brokers)}}
+		addr, err := metrics.Serve(ctx, cfg.metricsListen, reg, health)
+		if err != nil {
+			return err
+		}
+		log.Info().Str("addr", addr.String()).Msg("serving /metrics, /healthz, /readyz")
 	}
 	go every(ctx, cfg.statsInterval, func() { log.Info().Interface("stats", f.Stats()).Msg("stats") })
 	return f.Run(ctx)

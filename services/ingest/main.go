@@ -19,15 +19,17 @@ import (
 
 	"github.com/byok-io/byok/pkg/kafkax"
 	"github.com/byok-io/byok/pkg/logging"
+	"github.com/byok-io/byok/pkg/metrics"
 	"github.com/byok-io/byok/pkg/producer"
 	"github.com/byok-io/byok/services/ingest/api"
 )
 
 type config struct {
-	listen   string
-	brokers  []string
-	topic    string
-	logLevel string
+	listen        string
+	brokers       []string
+	topic         string
+	logLevel      string
+	metricsListen string // metricsOnAPI, a host:port of its own, or "" (off)
 }
 
 // parseConfig reads flags, each falling back to its environment variable, then to its default.
@@ -45,13 +47,24 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (co
 	brokers := fs.String("brokers", env("BYOK_KAFKA_BROKERS", "127.0.0.1:19092"), "comma-separated Kafka bootstrap brokers (env BYOK_KAFKA_BROKERS)")
 	topic := fs.String("plaintext-topic", env("BYOK_PLAINTEXT_TOPIC", kafkax.TopicPlaintext), "plaintext topic to publish to (env BYOK_PLAINTEXT_TOPIC)")
 	logLevel := fs.String("log-level", env("BYOK_LOG_LEVEL", "info"), "debug, info, warn or error (env BYOK_LOG_LEVEL)")
+	metricsListen := fs.String("metrics-listen", env("BYOK_METRICS_LISTEN", metricsOnAPI),
+		`where /metrics and /readyz are served: "api" (on -listen, next to /healthz), a host:port of their own, or "" or "off" (env BYOK_METRICS_LISTEN)`)
 	if err := fs.Parse(args); err != nil {
 		return config{}, err
 	}
 	if fs.NArg() > 0 {
 		return config{}, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
-	cfg := config{listen: *listen, topic: strings.TrimSpace(*topic), logLevel: strings.ToLower(*logLevel)}
+	cfg := config{listen: *listen, topic: strings.TrimSpace(*topic), logLevel: strings.ToLower(*logLevel), metricsListen: *metricsListen}
+	switch cfg.metricsListen {
+	case metricsOnAPI:
+	case "off":
+		cfg.metricsListen = ""
+	default:
+		if err := metrics.CheckListen(cfg.metricsListen); err != nil {
+			return config{}, err
+		}
+	}
 	if _, _, err := net.SplitHostPort(cfg.listen); err != nil {
 		return config{}, fmt.Errorf("-listen (BYOK_INGEST_LISTEN) %q is not host:port", cfg.listen)
 	}
@@ -113,5 +126,20 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 		return fmt.Errorf("listen on %s (-listen, BYOK_INGEST_LISTEN): %w", cfg.listen, err)
 	}
 	log.Info().Strs("brokers", cfg.brokers).Str("topic", cfg.topic).Msg("starting")
-	return api.Serve(ctx, ln, api.NewHandler(pub, log), log)
+	reg := metrics.NewRegistry("ingest")
+	health := metrics.Health{Ready: []metrics.Check{metrics.KafkaReachable(cfg.brokers)}}
+	h := api.NewHandler(newCountingPublisher(pub, reg), log)
+	switch cfg.metricsListen {
+	case "":
+	case metricsOnAPI:
+		h = withMetrics(h, metrics.Handler(reg, health))
+	default:
+		addr, err := metrics.Serve(ctx, cfg.metricsListen, reg, health)
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		log.Info().Str("addr", addr.String()).Msg("serving /metrics, /healthz, /readyz")
+	}
+	return api.Serve(ctx, ln, h, log)
 }

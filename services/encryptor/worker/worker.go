@@ -76,6 +76,9 @@ type Config struct {
 	SessionTimeout time.Duration
 	// Mode is ModeEncrypt (default) or ModeIdentity.
 	Mode string
+	// ObserveSeal, if set, is told of every batch sealed: how many records were sealed (or held)
+	// and how long getting their DEKs and sealing took. For metrics; it must be quick.
+	ObserveSeal func(records int, d time.Duration)
 }
 
 // Validate checks the configuration and names the setting at fault.
@@ -210,6 +213,10 @@ func (w *Worker) Stats() Stats {
 	}
 }
 
+// Lag is how far the worker is behind the input topic, in records, as of its last fetch: the
+// high-water mark minus the next offset of the partition fetched last (kafka-go's reader stats).
+func (w *Worker) Lag() int64 { return w.reader.Stats().Lag }
+
 // item is one input record on its way through the worker.
 type item struct {
 	msg      kafka.Message
@@ -295,29 +302,7 @@ loop:
 }
 
 func (w *Worker) fetchLoop(ctx context.Context, out chan<- kafka.Message) {
-	backoff := w.cfg.RetryMin
-	for {
-		m, err := w.reader.FetchMessage(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			w.log.Warn().Err(err).Dur("backoff", backoff).Msg("fetch failed; retrying")
-			select {
-			case <-time.After(backoff):
-			case <-ctx.Done():
-				return
-			}
-			backoff = min(backoff*2, w.cfg.RetryMax)
-			continue
-		}
-		backoff = w.cfg.RetryMin
-		select {
-		case out <- m:
-		case <-ctx.Done():
-			return
-		}
-	}
+	kafkax.Fetch(ctx, w.reader, out, w.cfg.RetryMin, w.cfg.RetryMax, w.log)
 }
 
 // collect returns the next batch: held records that are due, plus fresh records — waiting for the
@@ -486,6 +471,7 @@ func (w *Worker) transform(ctx context.Context, batch []*item, held *[]*item) (o
 		return out, dead, finished
 	}
 
+	sealStart := time.Now()
 	keys, errs := w.keys.Keys(ctx, scopes)
 	// Sealing and encoding are pure CPU: spread them over the cores, keeping batch order.
 	sealed := make([]kafka.Message, len(toSeal))
@@ -501,6 +487,9 @@ func (w *Worker) transform(ctx context.Context, batch []*item, held *[]*item) (o
 			sealed[j] = w.stored(it.event, &byokv1.StoredMessage{Payload: &byokv1.StoredMessage_Envelope{Envelope: env}})
 		}
 	})
+	if w.cfg.ObserveSeal != nil {
+		w.cfg.ObserveSeal(len(toSeal), time.Since(sealStart))
+	}
 	failedTenants := map[string]error{}
 	now := time.Now()
 	for j, it := range toSeal {
