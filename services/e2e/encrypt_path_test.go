@@ -168,9 +168,9 @@ func TestEncryptPathEndToEnd(t *testing.T) {
 	chDB := strings.NewReplacer("-", "_", ".", "_").Replace(run)
 	auditor := start(t, "auditor", binary(t, "auditor"), append(common, "BYOK_AUDIT_TOPIC="+topics.audit,
 		"BYOK_AUDITOR_GROUP="+run+"-auditor", "BYOK_CLICKHOUSE_ADDR="+clickhouseAddr, "BYOK_CLICKHOUSE_DATABASE="+chDB,
-		"BYOK_CREATE_TOPICS=false", "BYOK_SESSION_TIMEOUT=6s", "BYOK_AUDITOR_FLUSH_INTERVAL=200ms")...)
-	encA := start(t, "encryptor-a", binary(t, "encryptor"), append(encEnv, "BYOK_WORKER_ID=enc-a")...)
-	encB := start(t, "encryptor-b", binary(t, "encryptor"), append(encEnv, "BYOK_WORKER_ID=enc-b")...)
+		"BYOK_CREATE_TOPICS=false", "BYOK_SESSION_TIMEOUT=6s", "BYOK_AUDITOR_FLUSH_INTERVAL=200ms", "BYOK_METRICS_LISTEN="+freePort(t))...)
+	encA := start(t, "encryptor-a", binary(t, "encryptor"), append(encEnv, "BYOK_WORKER_ID=enc-a", "BYOK_METRICS_LISTEN="+freePort(t))...)
+	encB := start(t, "encryptor-b", binary(t, "encryptor"), append(encEnv, "BYOK_WORKER_ID=enc-b", "BYOK_METRICS_LISTEN="+freePort(t))...)
 
 	// Send 10,000 messages in batches of 100, paced so the kill lands mid-run.
 	const bodyCanary = "CANARY-BODY-e2e"
