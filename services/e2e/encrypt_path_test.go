@@ -465,7 +465,8 @@ func written(logs []byte) int64 {
 func readStored(t *testing.T, ctx context.Context, brokers []string, topic, run string, sent map[string]string, within time.Duration) []kafka.Message {
 	t.Helper()
 	r := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: topic, GroupID: run + "-verify",
-		StartOffset: kafka.FirstOffset, MaxWait: 200 * time.Millisecond, SessionTimeout: 6 * time.Second})
+		StartOffset: kafka.FirstOffset, MaxWait: 200 * time.Millisecond, SessionTimeout: 6 * time.Second,
+		CommitInterval: time.Second}) // ReadMessage would otherwise commit every record synchronously
 	defer r.Close()
 	rctx, cancel := context.WithTimeout(ctx, within)
 	defer cancel()

@@ -326,7 +326,8 @@ func showPlaintext(ctx context.Context, out io.Writer, brokers []string, topic s
 
 func readAll(ctx context.Context, brokers []string, topic, group string, sent map[string]*byokv1.MessageEvent) ([]kafka.Message, error) {
 	r := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: topic, GroupID: group + "-reader",
-		StartOffset: kafka.FirstOffset, MaxWait: 100 * time.Millisecond, SessionTimeout: 6 * time.Second})
+		StartOffset: kafka.FirstOffset, MaxWait: 100 * time.Millisecond, SessionTimeout: 6 * time.Second,
+		CommitInterval: time.Second}) // not one synchronous commit per record
 	defer r.Close()
 	rctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
