@@ -20,7 +20,7 @@
 // What a tenant pastes is either the authorized key JSON itself, as Yandex produces it:
 //
 //	{"id": "aje…", "service_account_id": "aje…", "created_at": "…", "key_algorithm": "RSA_2048",
-//	 "public_key": "-----BEGIN PUBLIC KEY-----…", "private_key": "PLEASE DO NOT REMOVE THIS LINE! …-----BEGIN PRIVATE KEY-----…"}
+//	 "public_key": "-----BEGIN PUBLIC KEY-----…", "private_key": "PLEASE DO NOT REMOVE THIS LINE! … <PEM of the RSA private key> …"}
 //
 // or that object wrapped, to point byok at a private installation:
 //
