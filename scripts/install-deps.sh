@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # install-deps.sh: installs what byok's build and tests need and a fresh Debian machine may lack:
-# protoc (Debian's protobuf-compiler) and a JDK + Maven for the Kafka broker. Go must be present.
+# protoc (Debian's protobuf-compiler), a JDK + Maven for the Kafka broker and Chromium for the
+# settings page's browser test. Go must be present.
 source "$(dirname "$0")/lib.sh"
 missing=()
 command -v go >/dev/null || die "Go is required (go 1.26+)"
@@ -8,6 +9,7 @@ command -v protoc >/dev/null || missing+=(protobuf-compiler)
 command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || missing+=(maven)
 command -v curl >/dev/null || missing+=(curl)
+command -v chromium >/dev/null || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
   [ "$(id -u)" = 0 ] || die "missing ${missing[*]}: install them (apt-get install -y ${missing[*]})"
   log "installing ${missing[*]} from Debian"

@@ -20,6 +20,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/byok-io/byok/pkg/audit"
+	"github.com/byok-io/byok/pkg/callers"
 	"github.com/byok-io/byok/pkg/deccache"
 	"github.com/byok-io/byok/pkg/flagenv"
 	"github.com/byok-io/byok/pkg/kms/registry"
@@ -130,7 +131,7 @@ func main() {
 }
 
 func run(ctx context.Context, cfg config, log zerolog.Logger) error {
-	callers, err := api.LoadCallers(cfg.callersFile)
+	set, err := callers.Load(cfg.callersFile)
 	if err != nil {
 		return fmt.Errorf("-callers-file (BYOK_READER_CALLERS_FILE): %w", err)
 	}
@@ -173,7 +174,7 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 		return fmt.Errorf("listen on %s (-listen, BYOK_READER_LISTEN): %w", cfg.listen, err)
 	}
 	log.Info().Strs("brokers", cfg.brokers).Str("audit_topic", cfg.auditTopic).Dur("dek_ttl", cfg.cache.MaxTTL).Msg("starting")
-	return api.Serve(ctx, ln, api.NewHandler(reader, callers, log), log)
+	return api.Serve(ctx, ln, api.NewHandler(reader, set, log), log)
 }
 
 func registerMetrics(reg *metrics.Registry, r *api.Reader, c *deccache.Cache) {

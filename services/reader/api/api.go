@@ -26,6 +26,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/byok-io/byok/pkg/callers"
 )
 
 // Limits of the API.
@@ -71,7 +73,7 @@ type ErrorResponse struct {
 
 type handler struct {
 	reader  *Reader
-	callers *Callers
+	callers *callers.Set
 	log     zerolog.Logger
 }
 
@@ -80,8 +82,8 @@ type handler struct {
 // Errors are ErrorResponse: 400 for a request that can never succeed (the reason names the
 // field, and for an item its index), 401 without a valid bearer token, 403 when actor is not the
 // authenticated caller, 405, 413 over the size limits, 415 when the request is not JSON.
-func NewHandler(r *Reader, callers *Callers, log zerolog.Logger) http.Handler {
-	h := &handler{reader: r, callers: callers, log: log}
+func NewHandler(r *Reader, set *callers.Set, log zerolog.Logger) http.Handler {
+	h := &handler{reader: r, callers: set, log: log}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/v1/decrypt", h.decrypt)
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {

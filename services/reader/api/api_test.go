@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/byok-io/byok/pkg/audit"
+	"github.com/byok-io/byok/pkg/callers"
 	"github.com/byok-io/byok/pkg/deccache"
 	"github.com/byok-io/byok/pkg/dek"
 	byokv1 "github.com/byok-io/byok/pkg/gen/byokv1"
@@ -153,12 +154,12 @@ func newFixture(t testing.TB, ttl time.Duration) *fixture {
 	}
 	al := audit.NewLog(f.sink, "reader-test")
 	f.reader = &Reader{Resolver: &audit.Resolver{Inner: f.kms, Log: al}, Log: al, Cache: f.cache}
-	callers, err := ParseCallers([]byte(fmt.Sprintf(`{"callers": {"render-svc": {"token_sha256": %q, "tenants": ["acme"]}}}`, TokenSHA256(tokenCanary))))
+	set, err := callers.Parse([]byte(fmt.Sprintf(`{"callers": {"render-svc": {"token_sha256": %q, "tenants": ["acme"]}}}`, callers.TokenSHA256(tokenCanary))))
 	if err != nil {
 		t.Fatal(err)
 	}
 	log := zerolog.New(f.logs).Level(zerolog.DebugLevel)
-	f.srv = httptest.NewServer(NewHandler(f.reader, callers, log))
+	f.srv = httptest.NewServer(NewHandler(f.reader, set, log))
 	t.Cleanup(f.srv.Close)
 	return f
 }
@@ -360,7 +361,7 @@ func TestCanariesStayOut(t *testing.T) {
 	_, b = f.post(t, tokenCanary, DecryptRequest{Actor: "render-svc", Purpose: "render", Items: []DecryptItem{{MessageID: bodyCanary, EnvelopeBase64: "!"}}})
 	responses.Write(b)
 	for name, out := range map[string]string{"logs": f.logs.String(), "error responses": responses.String()} {
-		for _, canary := range []string{tokenCanary, bodyCanary, TokenSHA256(tokenCanary)} {
+		for _, canary := range []string{tokenCanary, bodyCanary, callers.TokenSHA256(tokenCanary)} {
 			if strings.Contains(out, canary) {
 				t.Errorf("%s contain canary %q", name, canary)
 			}
@@ -368,23 +369,5 @@ func TestCanariesStayOut(t *testing.T) {
 	}
 	if f.logs.Len() == 0 {
 		t.Fatal("no log lines captured: the scan proves nothing")
-	}
-}
-
-func TestParseCallers(t *testing.T) {
-	h := TokenSHA256("t")
-	for _, tc := range []struct{ name, file, want string }{
-		{"ok", `{"callers": {"a": {"token_sha256": "` + h + `", "tenants": ["acme"]}}}`, ""},
-		{"bad hash", `{"callers": {"a": {"token_sha256": "abc", "tenants": ["acme"]}}}`, "caller a: token_sha256"},
-		{"no tenants", `{"callers": {"a": {"token_sha256": "` + h + `", "tenants": []}}}`, "caller a: tenants is empty"},
-		{"dup token", `{"callers": {"a": {"token_sha256": "` + h + `", "tenants": ["x"]}, "b": {"token_sha256": "` + h + `", "tenants": ["x"]}}}`, "same token"},
-		{"plain token field", `{"callers": {"a": {"token": "t", "tenants": ["x"]}}}`, "not valid JSON"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			_, err := ParseCallers([]byte(tc.file))
-			if (tc.want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.want)) {
-				t.Fatalf("ParseCallers() err = %v, want %q", err, tc.want)
-			}
-		})
 	}
 }

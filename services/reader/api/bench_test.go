@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/byok-io/byok/pkg/audit"
+	"github.com/byok-io/byok/pkg/callers"
 	"github.com/byok-io/byok/pkg/deccache"
 	"github.com/byok-io/byok/pkg/dek"
 	"github.com/byok-io/byok/pkg/kms/local"
@@ -44,7 +45,7 @@ func benchReader(b *testing.B, n int) (*Reader, []ReadItem) {
 	return &Reader{Resolver: &audit.Resolver{Inner: res, Log: al}, Log: al, Cache: cache}, items
 }
 
-var benchReq = ReadRequest{Caller: &Caller{Name: "render-svc", tenants: map[string]bool{"acme": true}}, Purpose: "render"}
+var benchReq = ReadRequest{Caller: callers.New("render-svc", "acme"), Purpose: "render"}
 
 // BenchmarkDecryptCached opens one 200-byte message whose DEK is cached (authorization, cache
 // lookup, the read_cached audit event to an in-memory sink, AES-GCM open) and reports p99.

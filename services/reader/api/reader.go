@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/byok-io/byok/pkg/audit"
+	"github.com/byok-io/byok/pkg/callers"
 	"github.com/byok-io/byok/pkg/deccache"
 	"github.com/byok-io/byok/pkg/dek"
 	"github.com/byok-io/byok/pkg/envelope"
@@ -105,7 +106,7 @@ func (r *Reader) Stats() ReaderStats {
 
 // ReadRequest is one authenticated request.
 type ReadRequest struct {
-	Caller     *Caller
+	Caller     *callers.Caller
 	OnBehalfOf string
 	Purpose    string
 	RequestID  string
@@ -153,7 +154,7 @@ func (r *Reader) Open(ctx context.Context, req ReadRequest, items []ReadItem) ([
 			continue
 		}
 		// Authorization comes before the cache: a cached DEK is no licence.
-		if !req.Caller.MayRead(t) {
+		if !req.Caller.Allowed(t) {
 			failed[k] = errPolicy
 			refused[t] = append(refused[t], ref{k, e.Key})
 			continue

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/byok-io/byok/pkg/audit"
+	"github.com/byok-io/byok/pkg/callers"
 	"github.com/byok-io/byok/pkg/deccache"
 	"github.com/byok-io/byok/pkg/dek"
 	byokv1 "github.com/byok-io/byok/pkg/gen/byokv1"
@@ -111,8 +112,8 @@ func TestKMSRevocationWithVault(t *testing.T) {
 	}
 	defer cache.Close()
 	reader := &Reader{Resolver: resolver, Log: al, Cache: cache}
-	callers, _ := ParseCallers([]byte(fmt.Sprintf(`{"callers": {"render-svc": {"token_sha256": %q, "tenants": ["acme"]}}}`, TokenSHA256("caller-token"))))
-	srv := httptest.NewServer(NewHandler(reader, callers, zerolog.Nop()))
+	set, _ := callers.Parse([]byte(fmt.Sprintf(`{"callers": {"render-svc": {"token_sha256": %q, "tenants": ["acme"]}}}`, callers.TokenSHA256("caller-token"))))
+	srv := httptest.NewServer(NewHandler(reader, set, zerolog.Nop()))
 	defer srv.Close()
 	f := &fixture{srv: srv, bodies: bodies}
 	read := func() DecryptResponse {

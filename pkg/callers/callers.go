@@ -1,4 +1,7 @@
-package api
+// Package callers authenticates services and admins by bearer token: a JSON file maps each name
+// to the SHA-256 of its token and the tenants it may act on. Only hashes are stored, so the file
+// grants nothing to whoever reads it; tokens are compared in constant time.
+package callers
 
 import (
 	"crypto/sha256"
@@ -12,43 +15,52 @@ import (
 	"strings"
 )
 
-// CallersFile is the layout of the callers file:
+// File is the layout of a callers file:
 //
 //	{"callers": {"<name>": {"token_sha256": "<hex>", "tenants": ["acme", ...]}}}
 //
 // Only the SHA-256 of each bearer token is stored: the file grants nothing to whoever reads it.
-type CallersFile struct {
-	Callers map[string]CallerConfig `json:"callers"`
+type File struct {
+	Callers map[string]Config `json:"callers"`
 }
 
-// CallerConfig is one calling service.
-type CallerConfig struct {
+// Config is one caller.
+type Config struct {
 	TokenSHA256 string   `json:"token_sha256"`
 	Tenants     []string `json:"tenants"`
 }
 
-// Caller is an authenticated calling service.
+// Caller is an authenticated caller.
 type Caller struct {
 	Name    string
 	tenants map[string]bool
 }
 
-// MayRead reports whether the caller may read tenant's messages.
-func (c *Caller) MayRead(tenant string) bool { return c.tenants[tenant] }
+// New returns a caller allowed tenants (for tests and for callers built in code).
+func New(name string, tenants ...string) *Caller {
+	c := &Caller{Name: name, tenants: map[string]bool{}}
+	for _, t := range tenants {
+		c.tenants[t] = true
+	}
+	return c
+}
+
+// Allowed reports whether the caller may act on tenant.
+func (c *Caller) Allowed(tenant string) bool { return c.tenants[tenant] }
 
 type callerEntry struct {
 	hash   [sha256.Size]byte
 	caller *Caller
 }
 
-// Callers authenticates bearer tokens. Safe for concurrent use (read-only after creation).
-type Callers struct {
+// Set authenticates bearer tokens. Safe for concurrent use (read-only after creation).
+type Set struct {
 	entries []callerEntry
 }
 
-// ParseCallers parses and checks a callers file. Errors name the caller, never a hash.
-func ParseCallers(b []byte) (*Callers, error) {
-	var f CallersFile
+// Parse parses and checks a callers file. Errors name the caller, never a hash.
+func Parse(b []byte) (*Set, error) {
+	var f File
 	dec := json.NewDecoder(strings.NewReader(string(b)))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&f); err != nil {
@@ -57,7 +69,7 @@ func ParseCallers(b []byte) (*Callers, error) {
 	if len(f.Callers) == 0 {
 		return nil, errors.New("callers file lists no callers")
 	}
-	cs := &Callers{}
+	cs := &Set{}
 	seen := map[[sha256.Size]byte]string{}
 	names := make([]string, 0, len(f.Callers))
 	for name := range f.Callers {
@@ -82,30 +94,27 @@ func ParseCallers(b []byte) (*Callers, error) {
 		if len(cc.Tenants) == 0 {
 			return nil, fmt.Errorf("caller %s: tenants is empty", name)
 		}
-		c := &Caller{Name: name, tenants: map[string]bool{}}
-		for _, t := range cc.Tenants {
-			if t == "" {
-				return nil, fmt.Errorf("caller %s: empty tenant id", name)
-			}
-			c.tenants[t] = true
+		if slices.Contains(cc.Tenants, "") {
+			return nil, fmt.Errorf("caller %s: empty tenant id", name)
 		}
+		c := New(name, cc.Tenants...)
 		cs.entries = append(cs.entries, callerEntry{hash: h, caller: c})
 	}
 	return cs, nil
 }
 
-// LoadCallers reads and parses a callers file.
-func LoadCallers(path string) (*Callers, error) {
+// Load reads and parses a callers file.
+func Load(path string) (*Set, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("callers file %s: cannot read", path)
 	}
-	return ParseCallers(b)
+	return Parse(b)
 }
 
 // Authenticate returns the caller whose token hash matches token. Every entry is compared, in
 // constant time, so timing tells nothing about which hash (or how much of it) matched.
-func (cs *Callers) Authenticate(token string) (*Caller, bool) {
+func (cs *Set) Authenticate(token string) (*Caller, bool) {
 	if token == "" {
 		return nil, false
 	}
