@@ -33,6 +33,20 @@ const (
 	OpValidate = "validate"
 )
 
+// Operations of the customer's control actions, recorded on the same chains as KMS accesses: the
+// key owner sees who changed the settings or revoked what, and when.
+const (
+	// OpSettingsChange: a tenant's settings were saved (enabled/disabled, provider, KEK id or
+	// credential changed). Purpose says which: "enable", "disable", "update".
+	OpSettingsChange = "settings_change"
+	// OpRevoke and OpUnrevoke: a granular revocation was published or withdrawn. Scopes hold the
+	// chat ("" for every chat) and the day range "from..to" (either end may be empty).
+	OpRevoke   = "revoke"
+	OpUnrevoke = "unrevoke"
+	// OpRotate: the tenant's KEK was rotated in its KMS by byok's tooling.
+	OpRotate = "rotate"
+)
+
 // Results.
 const (
 	ResultOK     = "ok"
