@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/byok-io/byok/pkg/kms"
+	"github.com/byok-io/byok/pkg/scope"
 )
 
 // Defaults of Config.
@@ -225,6 +226,25 @@ func (c *Cache) DropTenant(tenant string) int {
 	n := 0
 	for k, e := range c.entries {
 		if k.Tenant == tenant {
+			c.removeLocked(e)
+			n++
+		}
+	}
+	c.dropped.Add(int64(n))
+	return n
+}
+
+// DropScopes zeroes every cached DEK of tenant whose scope match accepts (a granular revocation
+// arrived) and returns how many. Entries whose context is not a scope's are dropped too.
+func (c *Cache) DropScopes(tenant string, match func(scope.Scope) bool) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for k, e := range c.entries {
+		if k.Tenant != tenant {
+			continue
+		}
+		if s, ok := scope.ParseKMSContext([]byte(k.Context)); !ok || match(s) {
 			c.removeLocked(e)
 			n++
 		}

@@ -6,6 +6,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/byok-io/byok/pkg/scope"
 )
 
 type fakeClock struct {
@@ -158,5 +160,27 @@ func TestPutRejectsNonAESKey(t *testing.T) {
 	bad := bytes.Repeat([]byte{9}, 16)
 	if _, err := c.Put(Key{Tenant: "a"}, bad, clk.Now()); err != ErrNotAESKey || !isZero(bad) {
 		t.Fatalf("Put(16-byte key) err = %v, zeroed %t; want ErrNotAESKey, true", err, isZero(bad))
+	}
+}
+
+func TestDropScopesZeroesOnlyMatching(t *testing.T) {
+	c, clk := newCache(t, Config{})
+	d := scope.DayOf(clk.Now())
+	key := func(tenant, chat string) Key {
+		return Key{Tenant: tenant, WrappedDEK: chat, Context: string(scope.Scope{TenantID: tenant, ChatID: chat, Day: d}.KMSContext())}
+	}
+	c1, c2, other := newDEK(1), newDEK(2), newDEK(3)
+	c.Put(key("acme", "c1"), c1, clk.Now())
+	c.Put(key("acme", "c2"), c2, clk.Now())
+	c.Put(key("globex", "c1"), other, clk.Now())
+	n := c.DropScopes("acme", func(s scope.Scope) bool { return s.ChatID == "c1" })
+	if n != 1 || !isZero(c1) || isZero(c2) || isZero(other) {
+		t.Fatalf("DropScopes = %d; zeroed c1 %t, c2 %t, globex %t; want 1, true, false, false", n, isZero(c1), isZero(c2), isZero(other))
+	}
+	if _, ok := c.Get(key("acme", "c1")); ok {
+		t.Fatal("a dropped scope is still served")
+	}
+	if _, ok := c.Get(key("acme", "c2")); !ok {
+		t.Fatal("an unrevoked scope was dropped")
 	}
 }

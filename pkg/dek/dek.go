@@ -450,6 +450,21 @@ func (m *Manager) DropTenant(tenantID string) {
 	}
 }
 
+// DropScopes evicts and zeroes every cached DEK of tenantID whose scope match accepts (a granular
+// revocation: the next message of such a scope gets a fresh DEK) and returns how many.
+func (m *Manager) DropScopes(tenantID string, match func(scope.Scope) bool) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := 0
+	for s, k := range m.cache {
+		if s.TenantID == tenantID && match(s) {
+			m.evictLocked(k)
+			n++
+		}
+	}
+	return n
+}
+
 // Stats returns the counters.
 func (m *Manager) Stats() Stats {
 	m.mu.Lock()

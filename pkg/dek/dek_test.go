@@ -276,3 +276,25 @@ func TestCloseZeroesAll(t *testing.T) {
 		t.Fatalf("Key after Close err = %v, want ErrClosed", err)
 	}
 }
+
+func TestDropScopesEvictsAndZeroesOnlyMatching(t *testing.T) {
+	r, counters := newFixture(t, "acme")
+	m := New(r, Config{})
+	defer m.Close()
+	ctx := context.Background()
+	k1, _ := m.Key(ctx, sc("acme", 1))
+	k2, _ := m.Key(ctx, sc("acme", 2))
+	calls := len(counters["acme"].calls())
+	if n := m.DropScopes("acme", func(s scope.Scope) bool { return s.ChatID == "chat-1" }); n != 1 {
+		t.Fatalf("DropScopes = %d, want 1", n)
+	}
+	if !bytes.Equal(k1.raw, make([]byte, 32)) || bytes.Equal(k2.raw, make([]byte, 32)) {
+		t.Fatal("DropScopes zeroed the wrong DEK")
+	}
+	if again, _ := m.Key(ctx, sc("acme", 2)); again != k2 {
+		t.Fatal("an unmatched scope lost its cached DEK")
+	}
+	if fresh, _ := m.Key(ctx, sc("acme", 1)); fresh == k1 || len(counters["acme"].calls()) != calls+1 {
+		t.Fatal("a dropped scope did not get a fresh DEK from the KMS")
+	}
+}

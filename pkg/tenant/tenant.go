@@ -1,9 +1,10 @@
 // Package tenant holds each tenant's byok configuration — whether byok is on, which provider and
 // KEK, and the credential — and hands the encrypt path a KMS client per tenant.
 //
-// Today the configuration comes from a JSON file (or the BYOK_TENANTS env var) that is re-read
-// when it changes, so tenants can be added or switched at run time; the settings API (a later
-// issue) will be another Source behind the same Directory.
+// Configuration comes from two layers: a JSON tenants file (re-read when it changes) and the
+// tenant settings the customer saves through the settings service (followed from the settings
+// topic, applied with SetTenant). A tenant's saved settings win over its entry in the file.
+// Either way a change takes effect at run time, without a restart.
 package tenant
 
 import (
@@ -11,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"sort"
 	"sync"
@@ -108,6 +110,10 @@ type entry struct {
 type Directory struct {
 	mu      sync.RWMutex
 	entries map[string]*entry
+	// applyMu serializes changes; file and settings are the two configuration layers.
+	applyMu  sync.Mutex
+	file     map[string]Config
+	settings map[string]Config
 	// onChange is called with the ids of tenants whose configuration changed (for cache drops).
 	onChange func(tenantIDs []string)
 	log      zerolog.Logger
@@ -117,7 +123,8 @@ type Directory struct {
 
 // NewDirectory returns an empty directory.
 func NewDirectory(log zerolog.Logger) *Directory {
-	return &Directory{entries: map[string]*entry{}, log: log, open: registry.Open}
+	return &Directory{entries: map[string]*entry{}, file: map[string]Config{}, settings: map[string]Config{},
+		log: log, open: registry.Open}
 }
 
 // SetKMSOptions sets operator options for the KMS clients opened from now on (call before Apply).
@@ -130,14 +137,44 @@ func (d *Directory) SetKMSOptions(opts registry.Options) {
 // OnChange registers fn to be called after tenants' configurations change.
 func (d *Directory) OnChange(fn func(tenantIDs []string)) { d.onChange = fn }
 
-// Apply replaces the configuration with f, opening KMS clients for enabled tenants. A tenant
-// whose client cannot be opened stays in the directory with that error, so its messages fail
-// closed instead of passing through unencrypted.
+// Apply replaces the file layer of the configuration with f, opening KMS clients for enabled
+// tenants. A tenant whose client cannot be opened stays in the directory with that error, so its
+// messages fail closed instead of passing through unencrypted.
 func (d *Directory) Apply(f File) {
-	next := make(map[string]*entry, len(f.Tenants))
+	d.applyMu.Lock()
+	defer d.applyMu.Unlock()
+	d.file = maps.Clone(f.Tenants)
+	d.rebuild()
+}
+
+// SetTenant sets a tenant's saved settings (the settings layer), which win over the tenants file.
+func (d *Directory) SetTenant(id string, c Config) {
+	d.applyMu.Lock()
+	defer d.applyMu.Unlock()
+	d.settings[id] = c
+	d.rebuild()
+}
+
+// RemoveTenant forgets a tenant's saved settings; its tenants file entry, if any, applies again.
+func (d *Directory) RemoveTenant(id string) {
+	d.applyMu.Lock()
+	defer d.applyMu.Unlock()
+	delete(d.settings, id)
+	d.rebuild()
+}
+
+// rebuild makes the entries match both layers, reusing the clients of unchanged tenants.
+// Call with applyMu held.
+func (d *Directory) rebuild() {
+	merged := maps.Clone(d.file)
+	if merged == nil {
+		merged = map[string]Config{}
+	}
+	maps.Copy(merged, d.settings)
+	next := make(map[string]*entry, len(merged))
 	var changed []string
 	d.mu.RLock()
-	for id, c := range f.Tenants {
+	for id, c := range merged {
 		if old, ok := d.entries[id]; ok && sameConfig(old.cfg, c) {
 			next[id] = old
 			continue
@@ -157,7 +194,7 @@ func (d *Directory) Apply(f File) {
 		changed = append(changed, id)
 	}
 	for id := range d.entries {
-		if _, ok := f.Tenants[id]; !ok {
+		if _, ok := merged[id]; !ok {
 			changed = append(changed, id)
 		}
 	}

@@ -109,3 +109,52 @@ func TestWatchFileAppliesChanges(t *testing.T) {
 		t.Fatal("enabling byok in the tenants file was not picked up at run time")
 	}
 }
+
+// TestSettingsLayerWinsOverFile: saved settings override the tenants file entry, a later file
+// reload does not undo them, and removing them brings the file entry back; subscribers hear of
+// every change.
+func TestSettingsLayerWinsOverFile(t *testing.T) {
+	keyFile := filepath.Join(t.TempDir(), "keys.json")
+	if err := local.WriteKeyFile(keyFile, "kek-a", "kek-b"); err != nil {
+		t.Fatal(err)
+	}
+	cred := []byte(fmt.Sprintf(`{"key_file": %q}`, keyFile))
+	d := NewDirectory(zerolog.Nop())
+	var changed []string
+	d.OnChange(func(ids []string) { changed = append(changed, ids...) })
+	file := File{Tenants: map[string]Config{"acme": {Enabled: true, Provider: "local", KEKID: "kek-a", Credential: cred}}}
+	d.Apply(file)
+	kekOf := func() string {
+		k, err := d.KMSFor("acme")
+		if err != nil {
+			return "error: " + err.Error()
+		}
+		return k.KEKID()
+	}
+	if kekOf() != "kek-a" {
+		t.Fatalf("file layer: KEK %s", kekOf())
+	}
+	d.SetTenant("acme", Config{Enabled: true, Provider: "local", KEKID: "kek-b", Credential: cred})
+	if kekOf() != "kek-b" {
+		t.Fatalf("settings layer: KEK %s, want kek-b", kekOf())
+	}
+	d.Apply(file) // the file is re-read: saved settings still win
+	if kekOf() != "kek-b" {
+		t.Fatalf("after a file reload: KEK %s, want kek-b", kekOf())
+	}
+	d.SetTenant("acme", Config{Enabled: false})
+	if d.Enabled("acme") {
+		t.Fatal("disabled in settings but still enabled")
+	}
+	d.SetTenant("globex", Config{Enabled: true, Provider: "local", KEKID: "kek-a", Credential: cred})
+	if !d.Enabled("globex") {
+		t.Fatal("a tenant known only from settings is not enabled")
+	}
+	d.RemoveTenant("acme")
+	if kekOf() != "kek-a" {
+		t.Fatalf("after RemoveTenant: KEK %s, want the file's kek-a", kekOf())
+	}
+	if want := []string{"acme", "acme", "acme", "globex", "acme"}; fmt.Sprint(changed) != fmt.Sprint(want) {
+		t.Fatalf("changes = %v, want %v", changed, want)
+	}
+}
