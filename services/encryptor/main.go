@@ -8,12 +8,14 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
 
 	"github.com/byok-io/byok/pkg/audit"
+	"github.com/byok-io/byok/pkg/control"
 	"github.com/byok-io/byok/pkg/dek"
 	"github.com/byok-io/byok/pkg/flagenv"
 	"github.com/byok-io/byok/pkg/kafkax"
@@ -36,6 +38,7 @@ type config struct {
 	statsInterval time.Duration
 	logLevel      string
 	metricsListen string
+	control       control.Topics
 }
 
 func parseConfig(args []string) (config, error) {
@@ -62,6 +65,8 @@ func parseConfig(args []string) (config, error) {
 	maxBatch := fs.Int("kms-max-batch", "BYOK_KMS_MAX_BATCH", 500, "most DEKs wrapped in one KMS call")
 	tenantsFile := fs.String("tenants-file", "BYOK_TENANTS_FILE", "", "JSON file of tenant KMS settings, re-read when it changes")
 	tenantsJSON := fs.String("tenants", "BYOK_TENANTS", "", "tenant KMS settings as inline JSON (instead of -tenants-file)")
+	settingsTopic := fs.String("settings-topic", "BYOK_SETTINGS_TOPIC", control.TopicSettings, "compacted topic of tenant settings saved by the settings service")
+	revocationsTopic := fs.String("revocations-topic", "BYOK_REVOCATIONS_TOPIC", control.TopicRevocations, "compacted topic of granular revocations (cached DEKs of revoked scopes are dropped)")
 	createTopics := fs.Bool("create-topics", "BYOK_CREATE_TOPICS", true, "create missing topics at start")
 	insecureLoopback := fs.Bool("kms-insecure-loopback", "BYOK_KMS_INSECURE_LOOPBACK", false, "dev/test only: plaintext gRPC to a KMS endpoint on a loopback address (emulators)")
 	partitions := fs.Int("partitions", "BYOK_PARTITIONS", 6, "partitions of topics created at start")
@@ -92,6 +97,10 @@ func parseConfig(args []string) (config, error) {
 	}
 	c.tenantsFile, c.tenantsJSON, c.createTopics, c.partitions = *tenantsFile, *tenantsJSON, *createTopics, *partitions
 	c.auditTopic = *auditTopic
+	c.control = control.Topics{Settings: strings.TrimSpace(*settingsTopic), Revocations: strings.TrimSpace(*revocationsTopic)}
+	if c.control.Settings == "" || c.control.Revocations == "" || c.control.Settings == c.control.Revocations {
+		return c, fmt.Errorf("invalid configuration: -settings-topic (BYOK_SETTINGS_TOPIC) and -revocations-topic (BYOK_REVOCATIONS_TOPIC) must be two distinct topic names")
+	}
 	c.kms = registry.Options{InsecureLoopback: *insecureLoopback}
 	c.statsInterval, c.logLevel = *stats, *level
 	return c, nil
@@ -154,6 +163,20 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 	dir.OnChange(func(ids []string) {
 		for _, id := range ids {
 			deks.DropTenant(id)
+		}
+	})
+	// A granular revocation drops the cached DEKs of the scopes it covers: their next messages
+	// are sealed under fresh DEKs, and no DEK of a revoked scope stays in memory.
+	view, err := control.Follow(ctx, cfg.worker.Brokers, cfg.control, log, control.FollowOptions{})
+	if err != nil {
+		return err
+	}
+	view.Subscribe(func(c control.Change) {
+		if c.Revoked != nil {
+			if rule, err := control.Compile(c.Revoked); err == nil {
+				n := deks.DropScopes(c.TenantID, rule.Matches)
+				log.Info().Str("tenant_id", c.TenantID).Str("revocation_id", c.Revoked.RevocationId).Int("deks_dropped", n).Msg("revocation applied")
+			}
 		}
 	})
 

@@ -21,6 +21,7 @@ import (
 
 	"github.com/byok-io/byok/pkg/audit"
 	"github.com/byok-io/byok/pkg/callers"
+	"github.com/byok-io/byok/pkg/control"
 	"github.com/byok-io/byok/pkg/deccache"
 	"github.com/byok-io/byok/pkg/flagenv"
 	"github.com/byok-io/byok/pkg/kms/registry"
@@ -37,6 +38,8 @@ type config struct {
 	tenantsFile, callersFile        string
 	cache                           deccache.Config
 	kms                             registry.Options
+	control                         control.Topics
+	maxStaleness                    time.Duration
 }
 
 func parseConfig(args []string) (config, error) {
@@ -52,6 +55,9 @@ func parseConfig(args []string) (config, error) {
 	metricsListen := fs.String("metrics-listen", "BYOK_METRICS_LISTEN", "127.0.0.1:9104", `where /metrics, /healthz and /readyz are served (host:port, or "" or "off")`)
 	logLevel := fs.String("log-level", "BYOK_LOG_LEVEL", "info", "debug, info, warn or error")
 	workerID := fs.String("worker-id", "BYOK_WORKER_ID", "", "this process's name in audit events (default reader-<hostname>)")
+	settingsTopic := fs.String("settings-topic", "BYOK_SETTINGS_TOPIC", control.TopicSettings, "compacted topic of tenant settings saved by the settings service")
+	revocationsTopic := fs.String("revocations-topic", "BYOK_REVOCATIONS_TOPIC", control.TopicRevocations, "compacted topic of granular revocations, followed to refuse revoked chats and date ranges")
+	maxStaleness := fs.Duration("revocations-max-staleness", "BYOK_REVOCATIONS_MAX_STALENESS", 5*time.Second, "reads fail closed when the revocation list was last confirmed current longer ago than this")
 	insecure := fs.Bool("kms-insecure-loopback", "BYOK_KMS_INSECURE_LOOPBACK", false, "let gRPC KMS providers use plaintext to loopback endpoints (emulators; never in production)")
 	if err := fs.Parse(args); err != nil {
 		return config{}, err
@@ -61,7 +67,8 @@ func parseConfig(args []string) (config, error) {
 	}
 	c := config{listen: *listen, brokers: *brokers, auditTopic: strings.TrimSpace(*auditTopic), tenantsFile: *tenantsFile,
 		callersFile: *callersFile, metricsListen: *metricsListen, logLevel: strings.ToLower(*logLevel), workerID: *workerID,
-		kms: registry.Options{InsecureLoopback: *insecure}}
+		kms: registry.Options{InsecureLoopback: *insecure}, maxStaleness: *maxStaleness,
+		control: control.Topics{Settings: strings.TrimSpace(*settingsTopic), Revocations: strings.TrimSpace(*revocationsTopic)}}
 	if _, _, err := net.SplitHostPort(c.listen); err != nil {
 		return config{}, fmt.Errorf("-listen (BYOK_READER_LISTEN) %q is not host:port", c.listen)
 	}
@@ -76,6 +83,12 @@ func parseConfig(args []string) (config, error) {
 	}
 	if c.callersFile == "" {
 		return config{}, errors.New("-callers-file (BYOK_READER_CALLERS_FILE) is required")
+	}
+	if c.control.Settings == "" || c.control.Revocations == "" || c.control.Settings == c.control.Revocations {
+		return config{}, errors.New("-settings-topic (BYOK_SETTINGS_TOPIC) and -revocations-topic (BYOK_REVOCATIONS_TOPIC) must be two distinct topic names")
+	}
+	if c.maxStaleness <= 0 {
+		return config{}, fmt.Errorf("-revocations-max-staleness (BYOK_REVOCATIONS_MAX_STALENESS) %s must be positive", c.maxStaleness)
 	}
 	if *ttl <= 0 {
 		return config{}, fmt.Errorf("-dek-ttl (BYOK_READER_DEK_TTL) %s must be positive", *ttl)
@@ -152,6 +165,20 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 	}
 	go dir.WatchFile(ctx, cfg.tenantsFile, 2*time.Second)
 
+	// Know every revocation before serving the first read, then follow.
+	view, err := control.Follow(ctx, cfg.brokers, cfg.control, log, control.FollowOptions{})
+	if err != nil {
+		return err
+	}
+	view.Subscribe(func(c control.Change) {
+		if c.Revoked != nil {
+			if rule, err := control.Compile(c.Revoked); err == nil {
+				n := cache.DropScopes(c.TenantID, rule.Matches)
+				log.Info().Str("tenant_id", c.TenantID).Str("revocation_id", c.Revoked.RevocationId).Int("deks_dropped", n).Msg("revocation applied")
+			}
+		}
+	})
+
 	sink := audit.NewKafkaSink(cfg.brokers, cfg.auditTopic)
 	defer sink.Close()
 	reg := metrics.NewRegistry("reader")
@@ -160,10 +187,19 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 		Resolver: &audit.Resolver{Inner: dir, Log: log2, Observe: metrics.NewKMS(reg).Observe},
 		Log:      log2,
 		Cache:    cache,
+
+		Revocations:  view,
+		MaxStaleness: cfg.maxStaleness,
 	}
 	registerMetrics(reg, reader, cache)
 	if cfg.metricsListen != "" {
-		addr, err := metrics.Serve(ctx, cfg.metricsListen, reg, metrics.Health{Ready: []metrics.Check{metrics.KafkaReachable(cfg.brokers)}})
+		addr, err := metrics.Serve(ctx, cfg.metricsListen, reg, metrics.Health{Ready: []metrics.Check{metrics.KafkaReachable(cfg.brokers),
+			{Name: "revocations", Fn: func(context.Context) error {
+				if !view.SyncedWithin(cfg.maxStaleness) {
+					return errors.New("revocation list not confirmed current")
+				}
+				return nil
+			}}}})
 		if err != nil {
 			return err
 		}
@@ -182,6 +218,8 @@ func registerMetrics(reg *metrics.Registry, r *api.Reader, c *deccache.Cache) {
 	reg.Counter("reader_items_failed_total", "Envelopes not opened (any reason).", func() int64 { return r.Stats().ItemsFailed })
 	reg.Counter("reader_items_refused_total", "Envelopes refused by policy (tenant not allowed for the caller).", func() int64 { return r.Stats().Refused })
 	reg.Counter("reader_items_revoked_total", "Envelopes failed because the key owner revoked access.", func() int64 { return r.Stats().Revoked })
+	reg.Counter("reader_items_scope_revoked_total", "Envelopes refused by a granular revocation (chat or date range).", func() int64 { return r.Stats().ScopeRevoked })
+	reg.Counter("reader_items_stale_total", "Envelopes refused because the revocation list was not confirmed current.", func() int64 { return r.Stats().Stale })
 	reg.Counter("reader_cached_read_events_total", "read_cached audit events recorded.", func() int64 { return r.Stats().CachedEvents })
 	reg.Counter("reader_dek_cache_hits_total", "DEK cache hits.", func() int64 { return c.Stats().Hits })
 	reg.Counter("reader_dek_cache_misses_total", "DEK cache misses.", func() int64 { return c.Stats().Misses })

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"cmp"
 	"context"
 	"crypto/cipher"
 	"errors"
@@ -26,6 +27,8 @@ const OpReadCached = "read_cached"
 const (
 	ReasonTenantNotAllowed = "tenant not allowed"
 	ReasonRevoked          = "access revoked by the key owner"
+	ReasonScopeRevoked     = "access to this chat or period revoked by the key owner"
+	ReasonRevocationsStale = "revocation list not current, key not used; retry later"
 	ReasonKeyNotFound      = "key not found in the tenant's KMS"
 	ReasonKMSUnavailable   = "tenant's KMS unavailable, retry later"
 	ReasonAuditUnavailable = "audit unavailable, key not used; retry later"
@@ -35,8 +38,10 @@ const (
 )
 
 var (
-	errPolicy      = errors.New(ReasonTenantNotAllowed)
-	errNotRecorded = errors.New(ReasonAuditUnavailable)
+	errPolicy       = errors.New(ReasonTenantNotAllowed)
+	errNotRecorded  = errors.New(ReasonAuditUnavailable)
+	errScopeRevoked = errors.New(ReasonScopeRevoked)
+	errStale        = errors.New(ReasonRevocationsStale)
 )
 
 // Reason maps a read error onto its client-facing reason.
@@ -44,6 +49,10 @@ func Reason(err error) string {
 	switch {
 	case errors.Is(err, errPolicy):
 		return ReasonTenantNotAllowed
+	case errors.Is(err, errScopeRevoked):
+		return ReasonScopeRevoked
+	case errors.Is(err, errStale):
+		return ReasonRevocationsStale
 	case errors.Is(err, errNotRecorded), errors.Is(err, audit.ErrNotRecorded):
 		return ReasonAuditUnavailable
 	case errors.Is(err, kms.ErrAccessDenied):
@@ -61,8 +70,14 @@ func Reason(err error) string {
 	}
 }
 
-// Reader opens envelopes for authenticated callers: authorization first, then the DEK cache, then
-// one audited Unwrap per tenant per MaxBatch missing DEKs.
+// Reader opens envelopes for authenticated callers: authorization first, then granular
+// revocations, then the DEK cache, then one audited Unwrap per tenant per MaxBatch missing DEKs.
+//
+// Revocation. A scope the customer revoked (a chat, a date range) is refused before the cache and
+// the KMS, and the refusal is recorded with audit's Refused, code "scope_revoked". The revocation
+// list is a followed view of the revocations topic (pkg/control); if it has not been confirmed
+// current within MaxStaleness, every read fails closed: a reader cut off from Kafka must not keep
+// serving scopes revoked meanwhile.
 //
 // Audit. Every KMS call goes through Resolver (an *audit.Resolver), recorded with the caller as
 // actor service, on_behalf_of as actor user, and the purpose. Reads the reader refuses (a tenant
@@ -78,6 +93,10 @@ type Reader struct {
 	Log *audit.Log
 	// Cache holds unwrapped DEKs for their TTL.
 	Cache *deccache.Cache
+	// Revocations, when set, refuses revoked scopes: a *control.View in the service.
+	Revocations Revocations
+	// MaxStaleness is how long ago Revocations must last have been confirmed current (default 5s).
+	MaxStaleness time.Duration
 	// MaxBatch is the most DEKs unwrapped in one KMS call (default 500).
 	MaxBatch int
 	// CallTimeout bounds one KMS call (default 10s).
@@ -86,8 +105,14 @@ type Reader struct {
 	stats readerStats
 }
 
+// Revocations answers whether a scope is revoked (granular revocation).
+type Revocations interface {
+	Revoked(s scope.Scope) (*byokv1.Revocation, bool)
+	SyncedWithin(d time.Duration) bool
+}
+
 type readerStats struct {
-	ok, failed, refused, revoked, cachedReads atomic.Int64
+	ok, failed, refused, revoked, scopeRevoked, stale, cachedReads atomic.Int64
 }
 
 // ReaderStats are counters since start.
@@ -95,13 +120,16 @@ type ReaderStats struct {
 	ItemsOK, ItemsFailed int64
 	Refused              int64 // items refused by policy
 	Revoked              int64 // items failed with "access revoked by the key owner"
+	ScopeRevoked         int64 // items refused by a granular revocation
+	Stale                int64 // items refused because the revocation list was not current
 	CachedEvents         int64 // OpReadCached audit events recorded
 }
 
 // Stats returns the counters.
 func (r *Reader) Stats() ReaderStats {
 	return ReaderStats{ItemsOK: r.stats.ok.Load(), ItemsFailed: r.stats.failed.Load(),
-		Refused: r.stats.refused.Load(), Revoked: r.stats.revoked.Load(), CachedEvents: r.stats.cachedReads.Load()}
+		Refused: r.stats.refused.Load(), Revoked: r.stats.revoked.Load(), ScopeRevoked: r.stats.scopeRevoked.Load(),
+		Stale: r.stats.stale.Load(), CachedEvents: r.stats.cachedReads.Load()}
 }
 
 // ReadRequest is one authenticated request.
@@ -133,10 +161,12 @@ func (r *Reader) Open(ctx context.Context, req ReadRequest, items []ReadItem) ([
 	envs := make([]*envelope.Envelope, len(items))
 	keys := make([]deccache.Key, len(items))
 	refused := map[string][]ref{} // tenant → distinct refs refused by policy
+	revoked := map[string][]ref{} // tenant → distinct refs refused by a granular revocation
 	hits := map[string][]ref{}    // tenant → distinct refs found in the cache
 	misses := map[string][]ref{}  // tenant → distinct refs to unwrap
 	aeads := map[deccache.Key]cipher.AEAD{}
 	failed := map[deccache.Key]error{}
+	stale := r.Revocations != nil && !r.Revocations.SyncedWithin(cmp.Or(r.MaxStaleness, 5*time.Second))
 	for i, it := range items {
 		e, err := envelope.Parse(it.Envelope)
 		if err != nil {
@@ -159,6 +189,17 @@ func (r *Reader) Open(ctx context.Context, req ReadRequest, items []ReadItem) ([
 			refused[t] = append(refused[t], ref{k, e.Key})
 			continue
 		}
+		if r.Revocations != nil {
+			if stale {
+				failed[k] = errStale
+				continue
+			}
+			if _, ok := r.Revocations.Revoked(e.Scope); ok {
+				failed[k] = errScopeRevoked
+				revoked[t] = append(revoked[t], ref{k, e.Key})
+				continue
+			}
+		}
 		if a, ok := r.Cache.Get(k); ok {
 			aeads[k] = a
 			hits[t] = append(hits[t], ref{k, e.Key})
@@ -169,7 +210,10 @@ func (r *Reader) Open(ctx context.Context, req ReadRequest, items []ReadItem) ([
 	}
 
 	for t, refs := range refused {
-		r.refuse(ctx, t, refs)
+		r.refuse(ctx, t, audit.CodePolicy, refs)
+	}
+	for t, refs := range revoked {
+		r.refuse(ctx, t, audit.CodeScopeRevoked, refs)
 	}
 	for t, refs := range hits {
 		if err := r.recordCached(ctx, t, refs); err != nil {
@@ -200,6 +244,10 @@ func (r *Reader) Open(ctx context.Context, req ReadRequest, items []ReadItem) ([
 			continue
 		case errors.Is(err, errPolicy):
 			r.stats.refused.Add(1)
+		case errors.Is(err, errScopeRevoked):
+			r.stats.scopeRevoked.Add(1)
+		case errors.Is(err, errStale):
+			r.stats.stale.Add(1)
 		case errors.Is(err, kms.ErrAccessDenied):
 			r.stats.revoked.Add(1)
 		}
@@ -226,10 +274,11 @@ type envelopeKMS struct {
 func (e envelopeKMS) Provider() string { return e.kref.Provider }
 func (e envelopeKMS) KEKID() string    { return e.kref.KEKID }
 
-// refuse records the policy refusal of refs. The items stay refused whether or not it is recorded.
-func (r *Reader) refuse(ctx context.Context, tenant string, refs []ref) {
+// refuse records the refusal of refs with code (policy, scope_revoked). The items stay refused
+// whether or not it is recorded.
+func (r *Reader) refuse(ctx context.Context, tenant, code string, refs []ref) {
 	_ = audit.Wrap(envelopeKMS{kref: refs[0].kref}, tenant, r.Log, audit.Access{}).
-		Refused(ctx, audit.OpUnwrap, audit.CodePolicy, contexts(refs))
+		Refused(ctx, audit.OpUnwrap, code, contexts(refs))
 }
 
 // recordCached records reads served from the cache as one OpReadCached event.
