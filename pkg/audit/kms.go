@@ -31,7 +31,10 @@ type Observer func(provider, operation, result string, deks int, latency time.Du
 // so the answer was not used.
 const ResultNotRecorded = "not_recorded"
 
-var _ kms.KMS = (*KMS)(nil)
+var (
+	_ kms.KMS       = (*KMS)(nil)
+	_ kms.Rewrapper = (*KMS)(nil)
+)
 
 // Wrap returns k audited as tenantID's, with fallback as the actor/purpose of calls whose
 // context has none.
@@ -177,6 +180,36 @@ func (a *KMS) Unwrap(ctx context.Context, reqs []kms.UnwrapRequest) ([]kms.Unwra
 			kms.Zero(r.DEK)
 		}
 		return nil, notRecorded(OpUnwrap, rerr)
+	}
+	return res, err
+}
+
+// Rewrap implements kms.Rewrapper: one "rewrap" event per call, with the scopes of the
+// contexts and the KEK version the KMS moved the DEKs to. If the event cannot be recorded the
+// rewrapped DEKs are not handed out. If the tenant's KMS is not a kms.Rewrapper the call fails
+// with kms.ErrNotSupported before reaching it (no event: nothing was asked of the KMS).
+func (a *KMS) Rewrap(ctx context.Context, reqs []kms.RewrapRequest) ([]kms.RewrapResult, error) {
+	rw, ok := a.inner.(kms.Rewrapper)
+	if !ok {
+		return nil, fmt.Errorf("audit: rewrap: %s KMS cannot rewrap in place: %w", a.inner.Provider(), kms.ErrNotSupported)
+	}
+	start := time.Now()
+	res, err := rw.Rewrap(ctx, reqs)
+	contexts := make([][]byte, len(reqs))
+	for i, r := range reqs {
+		contexts[i] = r.Context
+	}
+	ev := a.event(ctx, OpRewrap, contexts, start)
+	var itemErrs []error
+	for _, r := range res {
+		itemErrs = append(itemErrs, r.Err)
+		if r.KEKVersion != "" {
+			ev.KekVersion = r.KEKVersion
+		}
+	}
+	setResult(ev, err, itemErrs)
+	if rerr := a.emit(ctx, ev, start); rerr != nil {
+		return nil, notRecorded(OpRewrap, rerr)
 	}
 	return res, err
 }

@@ -85,3 +85,29 @@ type KMS interface {
 func Zero(b []byte) {
 	clear(b)
 }
+
+// ErrNotSupported: the provider (or a wrapper in front of it) does not offer the operation, e.g.
+// Rewrap on a KMS that is not a Rewrapper. Never retried.
+var ErrNotSupported = errors.New("kms: operation not supported")
+
+// RewrapRequest asks for one wrapped DEK to be re-encrypted under the KEK's latest version, with
+// the Context it was wrapped under (the rewrapped DEK stays bound to the same Context).
+type RewrapRequest struct {
+	WrappedDEK []byte
+	Context    []byte
+}
+
+// RewrapResult is the outcome for one RewrapRequest, at the same index.
+type RewrapResult struct {
+	WrappedDEK []byte // the same DEK, wrapped under KEKVersion
+	KEKVersion string // the KEK version the KMS used, as it names it
+	Err        error  // per-item failure, wrapping a sentinel
+}
+
+// Rewrapper is implemented by providers that can move a wrapped DEK to the KEK's latest version
+// inside the KMS, so that the DEK's plaintext never leaves it (Vault transit `rewrap`). It is
+// optional: check for it with a type assertion. Rewrap has Wrap's per-item semantics — a non-nil
+// error return means nothing was rewrapped — and must be safe for concurrent use and honour ctx.
+type Rewrapper interface {
+	Rewrap(ctx context.Context, reqs []RewrapRequest) ([]RewrapResult, error)
+}

@@ -48,7 +48,10 @@ type Client struct {
 	calls atomic.Int64
 }
 
-var _ kms.KMS = (*Client)(nil)
+var (
+	_ kms.KMS       = (*Client)(nil)
+	_ kms.Rewrapper = (*Client)(nil)
+)
 
 // New returns a client for KEK kekID in the key file at path. It does not read the file yet.
 func New(path, kekID string) *Client { return &Client{path: path, kekID: kekID} }
@@ -117,17 +120,26 @@ func (c *Client) Wrap(ctx context.Context, reqs []kms.WrapRequest) ([]kms.WrapRe
 	}
 	out := make([]kms.WrapResult, len(reqs))
 	for i, r := range reqs {
-		w := make([]byte, 0, 1+len(k.Primary)+12+len(r.DEK)+16)
-		w = append(w, byte(len(k.Primary)))
-		w = append(w, k.Primary...)
-		nonce := make([]byte, 12)
-		if _, err := rand.Read(nonce); err != nil {
+		w, err := seal(aead, k.Primary, r.DEK, r.Context)
+		if err != nil {
 			return nil, err
 		}
-		w = append(w, nonce...)
-		out[i] = kms.WrapResult{WrappedDEK: aead.Seal(w, nonce, r.DEK, r.Context), KEKVersion: k.Primary}
+		out[i] = kms.WrapResult{WrappedDEK: w, KEKVersion: k.Primary}
 	}
 	return out, nil
+}
+
+// seal wraps dek under aead, the KEK of version.
+func seal(aead cipher.AEAD, version string, dek, context []byte) ([]byte, error) {
+	w := make([]byte, 0, 1+len(version)+12+len(dek)+16)
+	w = append(w, byte(len(version)))
+	w = append(w, version...)
+	nonce := make([]byte, 12)
+	if _, err := rand.Read(nonce); err != nil {
+		return nil, err
+	}
+	w = append(w, nonce...)
+	return aead.Seal(w, nonce, dek, context), nil
 }
 
 // Unwrap implements kms.KMS.
@@ -162,6 +174,40 @@ func unwrapOne(k *Key, r kms.UnwrapRequest) ([]byte, error) {
 		return nil, fmt.Errorf("local: unwrap: %w", kms.ErrInvalidCiphertext)
 	}
 	return dek, nil
+}
+
+// Rewrap implements kms.Rewrapper: each wrapped DEK is unwrapped and wrapped again under the
+// primary version, bound to the same context. The key file plays the KMS here, so the DEK is in
+// this process's memory for the moment of the rewrap and zeroed right after — the guarantee a
+// real KMS's rewrap gives (the DEK never leaves it) does not exist for a local key.
+func (c *Client) Rewrap(ctx context.Context, reqs []kms.RewrapRequest) ([]kms.RewrapResult, error) {
+	c.calls.Add(1)
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("local: rewrap: %w: %v", kms.ErrUnavailable, err)
+	}
+	k, err := c.load()
+	if err != nil {
+		return nil, err
+	}
+	aead, err := k.aead(k.Primary)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]kms.RewrapResult, len(reqs))
+	for i, r := range reqs {
+		dek, err := unwrapOne(k, kms.UnwrapRequest(r))
+		if err != nil {
+			out[i].Err = err
+			continue
+		}
+		w, err := seal(aead, k.Primary, dek, r.Context)
+		kms.Zero(dek)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = kms.RewrapResult{WrappedDEK: w, KEKVersion: k.Primary}
+	}
+	return out, nil
 }
 
 // Describe implements kms.KMS.
