@@ -5,6 +5,16 @@
 //	                        [-window 1h] [-baseline 168h] [-now RFC3339]
 //	byokctl tenant validate -tenant acme -provider vault|yandex|cloudru|local -kek-id KEY
 //	                        -credential-file cred.json [-brokers …] [-audit-topic byok.audit]
+//	byokctl key rotate      -vault-addr URL -vault-token-file F -key KEY
+//	byokctl key retire      -vault-addr URL -vault-token-file F -key KEY -min-decryption-version N [-trim]
+//	byokctl rewrap          -tenant acme -provider P -kek-id KEY -credential-file cred.json
+//	                        -from-topic T -to-topic T2 -method rewrap|unwrap-wrap [-brokers …] [-audit-topic byok.audit]
+//	byokctl tenant list     [-settings-url URL] [-token-file F]
+//	byokctl tenant enable   -tenant acme [-provider P -kek-id KEY -credential-file cred.json]
+//	byokctl tenant disable  -tenant acme
+//	byokctl revoke          -tenant acme [-chat C] [-from YYYY-MM-DD] [-to YYYY-MM-DD] -reason TEXT [-all]
+//	byokctl unrevoke        -tenant acme -id REVOCATION_ID
+//	byokctl revocations     -tenant acme
 //
 // `audit verify` reads every event on the audit topic, checks each hash chain (tenant × emitting
 // worker), prints one line per chain and exits 1 if any link is broken or missing.
@@ -17,6 +27,16 @@
 // `tenant validate` proves a tenant's KMS settings with a real round trip (describe the key, wrap
 // and unwrap a test DEK) — what saving the settings does — and says what to fix if it fails. Its
 // KMS calls are audited like any other byok component's.
+//
+// `key rotate` adds a version to a tenant's Vault transit key and prints its versions; `key
+// retire` raises its min_decryption_version (and with -trim deletes the older versions for good).
+// `rewrap` copies a storage topic to a new one, moving one tenant's envelopes to the KEK's latest
+// version through its audited KMS. The procedure is docs/rotation.md (rotate.go).
+//
+// `tenant list|enable|disable`, `revoke`, `unrevoke` and `revocations` ask the settings service
+// (-settings-url, BYOK_SETTINGS_URL) with an admin token (BYOK_SETTINGS_TOKEN or -token-file), as
+// its web page does: enabling validates with a real round trip through the tenant's KMS and is
+// refused, with the reason, when that fails (settings.go).
 package main
 
 import (
@@ -48,7 +68,16 @@ func main() {
 const usage = `usage:
   byokctl audit verify    [-brokers host:port,...] [-audit-topic name]
   byokctl audit report    [-clickhouse host:port] [-clickhouse-database byok] [-tenant ID] [-window 1h] [-baseline 168h] [-now RFC3339]
-  byokctl tenant validate -tenant ID -provider NAME -kek-id KEY -credential-file FILE [-brokers ...] [-audit-topic name]`
+  byokctl tenant validate -tenant ID -provider NAME -kek-id KEY -credential-file FILE [-brokers ...] [-audit-topic name]
+  byokctl key rotate      -vault-addr URL -vault-token-file FILE -key KEY [-mount transit] [-namespace NS]
+  byokctl key retire      -vault-addr URL -vault-token-file FILE -key KEY -min-decryption-version N [-trim]
+  byokctl rewrap          -tenant ID -provider NAME -kek-id KEY -credential-file FILE -from-topic NAME -to-topic NAME -method rewrap|unwrap-wrap [-brokers ...] [-audit-topic name] [-batch 500]
+  byokctl tenant list     [-settings-url URL] [-token-file FILE]
+  byokctl tenant enable   -tenant ID [-provider NAME -kek-id KEY -credential-file FILE] [-settings-url URL] [-token-file FILE]
+  byokctl tenant disable  -tenant ID [-settings-url URL] [-token-file FILE]
+  byokctl revoke          -tenant ID [-chat ID] [-from YYYY-MM-DD] [-to YYYY-MM-DD] -reason TEXT [-all] [-settings-url URL] [-token-file FILE]
+  byokctl unrevoke        -tenant ID -id REVOCATION_ID [-settings-url URL] [-token-file FILE]
+  byokctl revocations     -tenant ID [-settings-url URL] [-token-file FILE]`
 
 func run(ctx context.Context, args []string, out, errOut io.Writer) int {
 	if len(args) < 2 {
@@ -61,6 +90,14 @@ func run(ctx context.Context, args []string, out, errOut io.Writer) int {
 	topic := fs.String("audit-topic", "BYOK_AUDIT_TOPIC", audit.TopicAudit, "audit topic")
 	timeout := fs.Duration("timeout", "BYOK_CTL_TIMEOUT", 2*time.Minute, "give up after")
 	switch args[0] + " " + args[1] {
+	case "key rotate", "key retire": // rotate.go
+		return keyCmd(ctx, args[1], args[2:], out, errOut)
+	case "rewrap " + args[1]: // one word, `byokctl rewrap -tenant …` (rotate.go)
+		return rewrapCmd(ctx, args[1:], out, errOut)
+	case "tenant list", "tenant enable", "tenant disable": // settings.go
+		return tenantSettingsCmd(ctx, args[1], args[2:], out, errOut)
+	case "revoke " + args[1], "unrevoke " + args[1], "revocations " + args[1]: // one word (settings.go)
+		return revocationCmd(ctx, args[0], args[1:], out, errOut)
 	case "audit verify":
 		if err := fs.Parse(args[2:]); err != nil {
 			return 2
