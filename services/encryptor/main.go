@@ -22,6 +22,7 @@ import (
 	"github.com/byok-io/byok/pkg/kms/registry"
 	"github.com/byok-io/byok/pkg/logging"
 	"github.com/byok-io/byok/pkg/metrics"
+	"github.com/byok-io/byok/pkg/settings"
 	"github.com/byok-io/byok/pkg/tenant"
 	"github.com/byok-io/byok/services/encryptor/worker"
 )
@@ -39,6 +40,8 @@ type config struct {
 	logLevel      string
 	metricsListen string
 	control       control.Topics
+	// settingsKeyFile opens credentials saved through the settings service ("": none can be opened).
+	settingsKeyFile string
 }
 
 func parseConfig(args []string) (config, error) {
@@ -63,7 +66,8 @@ func parseConfig(args []string) (config, error) {
 	maxEntries := fs.Int("dek-cache-size", "BYOK_DEK_CACHE_SIZE", 100_000, "most DEKs kept in memory")
 	window := fs.Duration("kms-batch-window", "BYOK_KMS_BATCH_WINDOW", 5*time.Millisecond, "how long a new scope waits to share a KMS call")
 	maxBatch := fs.Int("kms-max-batch", "BYOK_KMS_MAX_BATCH", 500, "most DEKs wrapped in one KMS call")
-	tenantsFile := fs.String("tenants-file", "BYOK_TENANTS_FILE", "", "JSON file of tenant KMS settings, re-read when it changes")
+	tenantsFile := fs.String("tenants-file", "BYOK_TENANTS_FILE", "", "JSON file of tenant KMS settings, re-read when it changes (optional: settings saved in the settings service win)")
+	settingsKeyFile := fs.String("settings-key-file", "BYOK_SETTINGS_KEY_FILE", "", "the operator's settings key (base64), to open credentials saved through the settings service")
 	tenantsJSON := fs.String("tenants", "BYOK_TENANTS", "", "tenant KMS settings as inline JSON (instead of -tenants-file)")
 	settingsTopic := fs.String("settings-topic", "BYOK_SETTINGS_TOPIC", control.TopicSettings, "compacted topic of tenant settings saved by the settings service")
 	revocationsTopic := fs.String("revocations-topic", "BYOK_REVOCATIONS_TOPIC", control.TopicRevocations, "compacted topic of granular revocations (cached DEKs of revoked scopes are dropped)")
@@ -89,13 +93,14 @@ func parseConfig(args []string) (config, error) {
 		return c, fmt.Errorf("invalid configuration: %w", err)
 	}
 	c.dek = dek.Config{MaxAge: *maxAge, MaxUses: int64(*maxUses), MaxEntries: *maxEntries, BatchWindow: *window, MaxBatch: *maxBatch}
-	if (*tenantsFile == "") == (*tenantsJSON == "") {
-		return c, fmt.Errorf("invalid configuration: set exactly one of -tenants-file (BYOK_TENANTS_FILE) or -tenants (BYOK_TENANTS)")
+	if *tenantsFile != "" && *tenantsJSON != "" {
+		return c, fmt.Errorf("invalid configuration: set at most one of -tenants-file (BYOK_TENANTS_FILE) or -tenants (BYOK_TENANTS)")
 	}
 	if *partitions < 1 {
 		return c, fmt.Errorf("invalid configuration: -partitions (BYOK_PARTITIONS) must be at least 1")
 	}
 	c.tenantsFile, c.tenantsJSON, c.createTopics, c.partitions = *tenantsFile, *tenantsJSON, *createTopics, *partitions
+	c.settingsKeyFile = *settingsKeyFile
 	c.auditTopic = *auditTopic
 	c.control = control.Topics{Settings: strings.TrimSpace(*settingsTopic), Revocations: strings.TrimSpace(*revocationsTopic)}
 	if c.control.Settings == "" || c.control.Revocations == "" || c.control.Settings == c.control.Revocations {
@@ -130,7 +135,7 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 			return err
 		}
 		go dir.WatchFile(ctx, cfg.tenantsFile, 2*time.Second)
-	} else {
+	} else if cfg.tenantsJSON != "" {
 		f, err := tenant.ParseFile([]byte(cfg.tenantsJSON))
 		if err != nil {
 			return err
@@ -165,12 +170,21 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 			deks.DropTenant(id)
 		}
 	})
-	// A granular revocation drops the cached DEKs of the scopes it covers: their next messages
-	// are sealed under fresh DEKs, and no DEK of a revoked scope stays in memory.
+	// Saved tenant settings apply as they change. A granular revocation drops the cached DEKs
+	// of the scopes it covers: their next messages are sealed under fresh DEKs, and no DEK of a
+	// revoked scope stays in memory.
+	var settingsKey *settings.Key
+	if cfg.settingsKeyFile != "" {
+		var err error
+		if settingsKey, err = settings.LoadKey(cfg.settingsKeyFile); err != nil {
+			return fmt.Errorf("-settings-key-file (BYOK_SETTINGS_KEY_FILE): %w", err)
+		}
+	}
 	view, err := control.Follow(ctx, cfg.worker.Brokers, cfg.control, log, control.FollowOptions{})
 	if err != nil {
 		return err
 	}
+	settings.Apply(view, dir, settingsKey, log)
 	view.Subscribe(func(c control.Change) {
 		if c.Revoked != nil {
 			if rule, err := control.Compile(c.Revoked); err == nil {

@@ -27,6 +27,7 @@ import (
 	"github.com/byok-io/byok/pkg/kms/registry"
 	"github.com/byok-io/byok/pkg/logging"
 	"github.com/byok-io/byok/pkg/metrics"
+	"github.com/byok-io/byok/pkg/settings"
 	"github.com/byok-io/byok/pkg/tenant"
 	"github.com/byok-io/byok/services/reader/api"
 )
@@ -36,6 +37,7 @@ type config struct {
 	brokers                         []string
 	auditTopic, workerID            string
 	tenantsFile, callersFile        string
+	settingsKeyFile                 string
 	cache                           deccache.Config
 	kms                             registry.Options
 	control                         control.Topics
@@ -47,7 +49,8 @@ func parseConfig(args []string) (config, error) {
 	listen := fs.String("listen", "BYOK_READER_LISTEN", "127.0.0.1:8090", "HTTP listen address")
 	brokers := fs.Strings("brokers", "BYOK_KAFKA_BROKERS", "127.0.0.1:19092", "comma-separated Kafka bootstrap brokers")
 	auditTopic := fs.String("audit-topic", "BYOK_AUDIT_TOPIC", audit.TopicAudit, "topic every KMS access (and refused or cached read) is recorded to")
-	tenantsFile := fs.String("tenants-file", "BYOK_TENANTS_FILE", "", "tenants file (JSON), re-read when it changes")
+	tenantsFile := fs.String("tenants-file", "BYOK_TENANTS_FILE", "", "tenants file (JSON), re-read when it changes (optional: settings saved in the settings service win)")
+	settingsKeyFile := fs.String("settings-key-file", "BYOK_SETTINGS_KEY_FILE", "", "the operator's settings key (base64), to open credentials saved through the settings service")
 	callersFile := fs.String("callers-file", "BYOK_READER_CALLERS_FILE", "", `callers file: {"callers": {"<name>": {"token_sha256": "<hex>", "tenants": [...]}}}`)
 	ttl := fs.Duration("dek-ttl", "BYOK_READER_DEK_TTL", deccache.DefaultTTL, "how long an unwrapped DEK serves reads: the default and the ceiling of every tenant's TTL, and so the longest a KMS-level revocation can be outlived")
 	tenantTTL := fs.String("dek-ttl-tenants", "BYOK_READER_DEK_TTL_TENANTS", "", "per-tenant TTL overrides, tenant=duration,… (clamped to -dek-ttl)")
@@ -66,7 +69,7 @@ func parseConfig(args []string) (config, error) {
 		return config{}, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	c := config{listen: *listen, brokers: *brokers, auditTopic: strings.TrimSpace(*auditTopic), tenantsFile: *tenantsFile,
-		callersFile: *callersFile, metricsListen: *metricsListen, logLevel: strings.ToLower(*logLevel), workerID: *workerID,
+		callersFile: *callersFile, settingsKeyFile: *settingsKeyFile, metricsListen: *metricsListen, logLevel: strings.ToLower(*logLevel), workerID: *workerID,
 		kms: registry.Options{InsecureLoopback: *insecure}, maxStaleness: *maxStaleness,
 		control: control.Topics{Settings: strings.TrimSpace(*settingsTopic), Revocations: strings.TrimSpace(*revocationsTopic)}}
 	if _, _, err := net.SplitHostPort(c.listen); err != nil {
@@ -77,9 +80,6 @@ func parseConfig(args []string) (config, error) {
 	}
 	if c.auditTopic == "" {
 		return config{}, errors.New("-audit-topic (BYOK_AUDIT_TOPIC) is empty")
-	}
-	if c.tenantsFile == "" {
-		return config{}, errors.New("-tenants-file (BYOK_TENANTS_FILE) is required")
 	}
 	if c.callersFile == "" {
 		return config{}, errors.New("-callers-file (BYOK_READER_CALLERS_FILE) is required")
@@ -160,16 +160,25 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 			cache.DropTenant(id) // a changed KMS configuration invalidates what the old one unwrapped
 		}
 	})
-	if err := dir.LoadFile(cfg.tenantsFile); err != nil {
-		return fmt.Errorf("-tenants-file (BYOK_TENANTS_FILE): %w", err)
+	if cfg.tenantsFile != "" {
+		if err := dir.LoadFile(cfg.tenantsFile); err != nil {
+			return fmt.Errorf("-tenants-file (BYOK_TENANTS_FILE): %w", err)
+		}
+		go dir.WatchFile(ctx, cfg.tenantsFile, 2*time.Second)
 	}
-	go dir.WatchFile(ctx, cfg.tenantsFile, 2*time.Second)
+	var settingsKey *settings.Key
+	if cfg.settingsKeyFile != "" {
+		if settingsKey, err = settings.LoadKey(cfg.settingsKeyFile); err != nil {
+			return fmt.Errorf("-settings-key-file (BYOK_SETTINGS_KEY_FILE): %w", err)
+		}
+	}
 
 	// Know every revocation before serving the first read, then follow.
 	view, err := control.Follow(ctx, cfg.brokers, cfg.control, log, control.FollowOptions{})
 	if err != nil {
 		return err
 	}
+	settings.Apply(view, dir, settingsKey, log)
 	view.Subscribe(func(c control.Change) {
 		if c.Revoked != nil {
 			if rule, err := control.Compile(c.Revoked); err == nil {
