@@ -45,7 +45,7 @@ func binary(t *testing.T, name string) string {
 		if buildErr != nil {
 			return
 		}
-		for _, svc := range []string{"ingest", "encryptor", "byokctl", "auditor", "reader"} {
+		for _, svc := range []string{"ingest", "encryptor", "byokctl", "auditor", "reader", "settings"} {
 			cmd := exec.Command("go", "build", "-o", filepath.Join(binDir, svc), "github.com/byok-io/byok/services/"+svc)
 			if out, err := cmd.CombinedOutput(); err != nil {
 				buildErr = fmt.Errorf("go build %s: %v\n%s", svc, err, out)
