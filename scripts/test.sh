@@ -27,6 +27,9 @@ bad=$(gofmt -l pkg services | grep -v '^pkg/gen/' || true)
 [ -z "$bad" ] || die "gofmt would change: $bad"
 (cd pkg && go vet ./...) && (cd services && go vet ./...)
 
+step "README's configuration table matches the daemons' flags"
+python3 scripts/config-table.py --check
+
 step "start Kafka, Vault and ClickHouse"
 bash scripts/kafka.sh reset >/dev/null 2>&1 || true
 cleanup() {
@@ -49,7 +52,7 @@ step "unit and integration tests (race detector on)"
 (cd pkg && go test -race -count=1 ./...)
 (cd services && go test -race -count=1 $(go list ./... | grep -v /e2e))
 
-step "end-to-end: ingest API, two encryptors (one killed), auditor, real Kafka, Vault, ClickHouse"
+step "end-to-end: the service binaries on real Kafka, Vault and ClickHouse (encrypt path, rolling restart, settings, revocation)"
 (cd services && go test -count=1 -v -timeout 10m ./e2e/ 2>&1 | grep -vE '^=== (RUN|PAUSE|CONT)')
 
 step "fuzz the envelope parser (20s)"
