@@ -21,8 +21,12 @@ import (
 	"github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/byok-io/byok/pkg/audit"
+	"github.com/byok-io/byok/pkg/callers"
+	"github.com/byok-io/byok/pkg/control"
+	"github.com/byok-io/byok/pkg/deccache"
 	"github.com/byok-io/byok/pkg/decrypt"
 	"github.com/byok-io/byok/pkg/dek"
 	"github.com/byok-io/byok/pkg/envelope"
@@ -36,6 +40,7 @@ import (
 	"github.com/byok-io/byok/services/encryptor/worker"
 	"github.com/byok-io/byok/services/ingest/api"
 	"github.com/byok-io/byok/services/loadgen/gen"
+	readerapi "github.com/byok-io/byok/services/reader/api"
 )
 
 // Config is the demo's settings.
@@ -253,6 +258,10 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	_, merr := opener.Open(ctx, decrypt.Request{Actor: "demo", Purpose: "verify"}, []decrypt.Item{{MessageID: ids[0], Envelope: moved.Marshal()}})
 	fmt.Fprintf(out, "   the same envelope moved to another chat: %v\n", merr[0])
 
+	if err := revocationStep(ctx, out, brokers, run, dir, auditSink, stored[0]); err != nil {
+		return err
+	}
+
 	var encrypted, written int64
 	for _, w := range workers {
 		encrypted += w.Stats().Encrypted
@@ -392,4 +401,59 @@ func setupTenants(ctx context.Context, cfg Config, run string) (*tenant.Director
 	dir := tenant.NewDirectory(zerolog.Nop())
 	dir.Apply(f)
 	return dir, desc, cleanup, nil
+}
+
+// revocationStep shows granular revocation: the customer revokes the chat of rec through a control
+// event, a reader (following the revocations topic, as services/reader does) refuses it while other
+// chats still open, and un-revoking restores it.
+func revocationStep(ctx context.Context, out io.Writer, brokers []string, run string, dir *tenant.Directory, sink audit.Sink, rec kafka.Message) error {
+	var sm byokv1.StoredMessage
+	if err := proto.Unmarshal(rec.Value, &sm); err != nil {
+		return err
+	}
+	topics := control.Topics{Settings: run + ".settings", Revocations: run + ".revocations"}
+	fmt.Fprintf(out, "\n4. the customer revokes one chat: a control event on %s\n", topics.Revocations)
+	store, err := control.OpenStore(ctx, brokers, topics, zerolog.New(io.Discard))
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	cache, err := deccache.New(deccache.Config{})
+	if err != nil {
+		return err
+	}
+	defer cache.Close()
+	store.Subscribe(func(c control.Change) {
+		if c.Revoked != nil {
+			if rule, err := control.Compile(c.Revoked); err == nil {
+				cache.DropScopes(c.TenantID, rule.Matches)
+			}
+		}
+	})
+	alog := audit.NewLog(sink, "demo-reader")
+	r := &readerapi.Reader{Resolver: &audit.Resolver{Inner: dir, Log: alog}, Log: alog, Cache: cache, Revocations: store}
+	req := readerapi.ReadRequest{Caller: callers.New("render-svc", sm.TenantId), OnBehalfOf: "user-42", Purpose: "render"}
+	item := []readerapi.ReadItem{{MessageID: sm.MessageId, Envelope: sm.GetEnvelope()}}
+	read := func() string {
+		_, errs := r.Open(ctx, req, item)
+		if errs[0] != nil {
+			return readerapi.Reason(errs[0])
+		}
+		return "opened"
+	}
+	fmt.Fprintf(out, "   reader (actor render-svc for user-42, purpose render), chat %s/%s: %s\n", sm.TenantId, sm.ChatId, read())
+	rv := &byokv1.Revocation{SchemaVersion: control.SchemaVersion, RevocationId: "demo-" + sm.ChatId, TenantId: sm.TenantId,
+		ChatId: sm.ChatId, Reason: "demo", CreatedAt: timestamppb.Now(), CreatedBy: "security-team"}
+	start := time.Now()
+	if err := store.Revoke(ctx, rv); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "   revoked (%s) → visible to the reader after %s: %q\n", control.Describe(rv), time.Since(start).Round(time.Millisecond), read())
+	if err := store.Unrevoke(ctx, sm.TenantId, rv.RevocationId); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "   un-revoked → %s\n", read())
+	st := r.Stats()
+	fmt.Fprintf(out, "   every read audited: %d refused as scope_revoked (denied), the others as unwrap or read_cached\n", st.ScopeRevoked)
+	return nil
 }
