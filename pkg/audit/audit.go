@@ -84,8 +84,20 @@ type Sink interface {
 	Write(ctx context.Context, key, value []byte) error
 }
 
+// BatchSink is a Sink that can also store several events of one key in one round trip. It
+// returns one error per value (nil: stored), or a single error for the whole call.
+type BatchSink interface {
+	Sink
+	WriteBatch(ctx context.Context, key []byte, values [][]byte) ([]error, error)
+}
+
 // Log stamps events with ids and their hash chain and writes them to a Sink. One Log per process:
 // its worker id names the process for people, its random chain id names its chains.
+//
+// Group commit. Each chain (tenant) has one writer at a time, so that seq, prev_hash and what is
+// in the topic agree. Events that arrive while a write is in flight queue up and go out together
+// in the next write (one round trip for up to MaxGroup events, with a BatchSink), so a tenant's
+// events per second are not bounded by one acknowledgement per event.
 type Log struct {
 	sink     Sink
 	workerID string
@@ -96,10 +108,25 @@ type Log struct {
 	chains map[string]*chain // by tenant id
 }
 
+// MaxGroup is the most events of one chain written in one round trip.
+const MaxGroup = 500
+
+// writeTimeout bounds one group write (the sink retries inside it).
+const writeTimeout = 30 * time.Second
+
 type chain struct {
-	mu   sync.Mutex // held across the write, so the chain's order is the topic's order
-	seq  uint64
-	prev []byte
+	mu       sync.Mutex
+	seq      uint64
+	prev     []byte
+	queue    []*pending
+	flushing bool // a goroutine is writing this chain's queue
+}
+
+// pending is one event waiting for its group's write.
+type pending struct {
+	ev   *byokv1.AuditEvent
+	ctx  context.Context
+	done chan error
 }
 
 // NewLog returns a Log writing to sink as workerID.
@@ -107,8 +134,10 @@ func NewLog(sink Sink, workerID string) *Log {
 	return &Log{sink: sink, workerID: workerID, chainID: uuid.NewString(), now: time.Now, chains: map[string]*chain{}}
 }
 
-// Emit stamps ev (event id, time if unset, worker id, seq, prev_hash, hash) and writes it. The
-// chain advances only when the write succeeded.
+// Emit stamps ev (event id, time if unset, worker id, seq, prev_hash, hash) and writes it,
+// returning once it is acknowledged. The chain advances only past events that were written. If
+// ctx ends first, Emit returns an error wrapping ErrNotRecorded: the caller must not use the key
+// (the event may still be written, recording an access that did not happen — the safe side).
 func (l *Log) Emit(ctx context.Context, ev *byokv1.AuditEvent) error {
 	l.mu.Lock()
 	c := l.chains[ev.TenantId]
@@ -131,20 +160,140 @@ func (l *Log) Emit(ctx context.Context, ev *byokv1.AuditEvent) error {
 	}
 	ev.WorkerId, ev.ChainId = l.workerID, l.chainID
 
+	p := &pending{ev: ev, ctx: ctx, done: make(chan error, 1)}
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	ev.Seq, ev.PrevHash = c.seq, c.prev
-	ev.Hash = Hash(ev)
-	value, err := proto.Marshal(ev)
+	c.queue = append(c.queue, p)
+	if !c.flushing {
+		c.flushing = true
+		go l.flush(c)
+	}
+	c.mu.Unlock()
+	select {
+	case err := <-p.done:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("%w: %v", ErrNotRecorded, ctx.Err())
+	}
+}
+
+// flush writes c's queue in groups until it is empty.
+func (l *Log) flush(c *chain) {
+	c.mu.Lock()
+	for len(c.queue) > 0 {
+		var group []*pending
+		rest := c.queue[:0:0]
+		for _, p := range c.queue {
+			switch {
+			case p.ctx.Err() != nil: // its caller gave up: never written, never chained
+				p.done <- fmt.Errorf("%w: %v", ErrNotRecorded, p.ctx.Err())
+			case len(group) < MaxGroup:
+				group = append(group, p)
+			default:
+				rest = append(rest, p)
+			}
+		}
+		c.queue = rest
+		if len(group) == 0 {
+			continue
+		}
+		seq, prev := c.seq, c.prev
+		values := make([][]byte, len(group))
+		var marshalErr error
+		for i, p := range group {
+			p.ev.Seq, p.ev.PrevHash = seq+uint64(i), prev
+			p.ev.Hash = Hash(p.ev)
+			prev = p.ev.Hash
+			if values[i], marshalErr = proto.Marshal(p.ev); marshalErr != nil {
+				break
+			}
+		}
+		c.mu.Unlock()
+		var errs []error
+		if marshalErr != nil {
+			errs = fill(len(group), marshalErr)
+		} else {
+			errs = l.write(group[0].ev.TenantId, values)
+		}
+		c.mu.Lock()
+		// Advance to the last event written. An earlier one that failed after later ones were
+		// written leaves a gap Verify will report — the truth: that event is not in the topic
+		// (and its key was not used).
+		last := -1
+		for i, err := range errs {
+			if err == nil {
+				last = i
+			}
+		}
+		if last >= 0 {
+			c.seq, c.prev = group[last].ev.Seq+1, group[last].ev.Hash
+		}
+		for i, p := range group {
+			if errs[i] != nil {
+				p.done <- fmt.Errorf("%w: %v", ErrNotRecorded, errs[i])
+			} else {
+				p.done <- nil
+			}
+		}
+	}
+	c.flushing = false
+	c.mu.Unlock()
+}
+
+// write stores values under key, one error per value. With a BatchSink the values go in one call,
+// and values that failed while others were stored are retried (same bytes: Verify orders by seq,
+// not by position in the topic); otherwise one by one, stopping at the first failure.
+func (l *Log) write(key string, values [][]byte) []error {
+	ctx, cancel := context.WithTimeout(context.Background(), writeTimeout)
+	defer cancel()
+	bs, ok := l.sink.(BatchSink)
+	if !ok {
+		errs := make([]error, len(values))
+		for i, v := range values {
+			if errs[i] = l.sink.Write(ctx, []byte(key), v); errs[i] != nil {
+				for j := i + 1; j < len(values); j++ {
+					errs[j] = errors.New("not written: an earlier event of its chain failed")
+				}
+				break
+			}
+		}
+		return errs
+	}
+	errs, err := bs.WriteBatch(ctx, []byte(key), values)
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrNotRecorded, err)
+		return fill(len(values), err)
 	}
-	if err := l.sink.Write(ctx, []byte(ev.TenantId), value); err != nil {
-		return fmt.Errorf("%w: %v", ErrNotRecorded, err)
+	for attempt := 0; attempt < 3; attempt++ {
+		var idx []int
+		for i, e := range errs {
+			if e != nil {
+				idx = append(idx, i)
+			}
+		}
+		if len(idx) == 0 || len(idx) == len(values) {
+			break // all stored, or nothing was: no gap to close
+		}
+		retry := make([][]byte, len(idx))
+		for k, i := range idx {
+			retry[k] = values[i]
+		}
+		rerrs, err := bs.WriteBatch(ctx, []byte(key), retry)
+		for k, i := range idx {
+			if err != nil {
+				errs[i] = err
+			} else {
+				errs[i] = rerrs[k]
+			}
+		}
 	}
-	c.seq++
-	c.prev = ev.Hash
-	return nil
+	return errs
+}
+
+func fill(n int, err error) []error {
+	errs := make([]error, n)
+	for i := range errs {
+		errs[i] = err
+	}
+	return errs
 }
 
 // Hash is the SHA-256 of an event's canonical bytes: every field but hash, in field-number order,

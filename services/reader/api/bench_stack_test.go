@@ -134,3 +134,25 @@ func BenchmarkStackDecryptUncachedOne(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkStackDecryptCachedParallel: cached reads of one tenant from many goroutines at once
+// (b.SetParallelism(8) per core). Its msgs/s is bounded by the audit log writing one event per
+// tenant chain at a time (each acknowledged by Kafka before the next): the hash chain's order is
+// the topic's order.
+func BenchmarkStackDecryptCachedParallel(b *testing.B) {
+	r, items := stackReader(b, 1)
+	if _, errs := r.Open(context.Background(), benchReq, items); errs[0] != nil {
+		b.Fatal(errs[0])
+	}
+	b.SetParallelism(8)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, errs := r.Open(context.Background(), benchReq, items); errs[0] != nil {
+				b.Error(errs[0])
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "reads/s")
+}
