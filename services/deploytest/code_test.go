@@ -14,7 +14,7 @@ import (
 
 // daemons are the services that run as long-lived processes and so are deployed.
 // services/forwarder joins once it has a main.go (see TestForwarderReserved).
-var daemons = []string{"ingest", "encryptor", "auditor"}
+var daemons = []string{"ingest", "encryptor", "auditor", "reader", "settings"}
 
 // repoRoot is the repository root: this package lives in services/deploytest.
 func repoRoot(t *testing.T) string {
@@ -130,6 +130,8 @@ func TestCodeEnvScanFindsKnownSettings(t *testing.T) {
 		"ingest":    {"BYOK_INGEST_LISTEN", "BYOK_KAFKA_BROKERS"},
 		"encryptor": {"BYOK_TENANTS_FILE", "BYOK_ENCRYPTOR_GROUP", "BYOK_KAFKA_BROKERS"},
 		"auditor":   {"BYOK_CLICKHOUSE_ADDR", "BYOK_AUDITOR_GROUP"},
+		"reader":    {"BYOK_READER_LISTEN", "BYOK_READER_CALLERS_FILE", "BYOK_SETTINGS_KEY_FILE", "BYOK_TENANTS_FILE"},
+		"settings":  {"BYOK_SETTINGS_LISTEN", "BYOK_SETTINGS_ADMINS_FILE", "BYOK_SETTINGS_KEY_FILE", "BYOK_SETTINGS_PROVIDERS"},
 	}
 	for svc, names := range want {
 		ce := serviceEnv(t, svc)
@@ -140,10 +142,18 @@ func TestCodeEnvScanFindsKnownSettings(t *testing.T) {
 		}
 	}
 	if got := serviceEnv(t, "ingest").names["BYOK_TENANTS_FILE"]; got {
-		t.Errorf("scan of services/ingest found BYOK_TENANTS_FILE, which only the encryptor reads")
+		t.Errorf("scan of services/ingest found BYOK_TENANTS_FILE, which ingest does not read (the scan reaches too far)")
 	}
-	if got := serviceEnv(t, "ingest").defaults["BYOK_INGEST_LISTEN"]; got != "127.0.0.1:8080" {
-		t.Errorf("default of BYOK_INGEST_LISTEN = %q, want 127.0.0.1:8080", got)
+	for svc, want := range map[string]map[string]string{
+		"ingest":   {"BYOK_INGEST_LISTEN": "127.0.0.1:8080"},
+		"reader":   {"BYOK_READER_LISTEN": "127.0.0.1:8090", "BYOK_METRICS_LISTEN": "127.0.0.1:9104"},
+		"settings": {"BYOK_SETTINGS_LISTEN": "127.0.0.1:8091", "BYOK_METRICS_LISTEN": "127.0.0.1:9105"},
+	} {
+		for name, def := range want {
+			if got := serviceEnv(t, svc).defaults[name]; got != def {
+				t.Errorf("services/%s: default of %s = %q, want %s", svc, name, got, def)
+			}
+		}
 	}
 }
 

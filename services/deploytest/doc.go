@@ -4,5 +4,8 @@
 // use, and check them against the code: every BYOK_* variable a file sets must be one the
 // service's Go sources read, every port must be the one the service listens on, every probe,
 // selector, budget and autoscaler must point at something that exists. Nothing here starts a
-// container; no Docker engine or cluster is needed.
+// container; no Docker engine or cluster is needed. What can run without one does: the compose
+// scripts that check Kafka connectivity and make the settings key run with this machine's sh, and
+// the code that creates the control topics runs against an in-process Kafka (kfake), to compare
+// with the topics compose's init job makes.
 package deploytest

@@ -1,6 +1,7 @@
 package deploytest
 
 import (
+	"maps"
 	"net"
 	"os"
 	"os/exec"
@@ -17,7 +18,6 @@ import (
 // a numeric non-root user, and the service's own package as the entrypoint.
 func TestDockerfiles(t *testing.T) {
 	from := regexp.MustCompile(`(?m)^FROM\s+(\S+)(?:\s+AS\s+(\S+))?`)
-	user := regexp.MustCompile(`(?m)^USER\s+(\d+)(?::(\d+))?\s*$`)
 	for _, svc := range daemons {
 		b, err := os.ReadFile(filepath.Join(repoRoot(t), "services", svc, "Dockerfile"))
 		if err != nil {
@@ -38,7 +38,7 @@ func TestDockerfiles(t *testing.T) {
 				t.Errorf("%s/Dockerfile: missing %q", svc, want)
 			}
 		}
-		u := user.FindAllStringSubmatch(df, -1)
+		u := userLine.FindAllStringSubmatch(df, -1)
 		if len(u) == 0 {
 			t.Errorf("%s/Dockerfile: no numeric USER (Kubernetes' runAsNonRoot can check only a numeric one)", svc)
 		} else if uid, _ := strconv.Atoi(u[len(u)-1][1]); uid == 0 {
@@ -49,7 +49,47 @@ func TestDockerfiles(t *testing.T) {
 				t.Errorf("%s/Dockerfile: mentions %s, which services/%s does not read", svc, name, svc)
 			}
 		}
+		// The image's listen defaults and its EXPOSE name the same ports.
+		listens := map[string]bool{}
+		for _, m := range envListen.FindAllStringSubmatch(df, -1) {
+			_, port, err := net.SplitHostPort(m[2])
+			if err != nil {
+				t.Errorf("%s/Dockerfile: ENV %s=%s is not host:port", svc, m[1], m[2])
+				continue
+			}
+			listens[port] = true
+		}
+		exposed := map[string]bool{}
+		for _, m := range exposeLine.FindAllStringSubmatch(df, -1) {
+			for _, port := range strings.Fields(m[1]) {
+				exposed[strings.TrimSuffix(port, "/tcp")] = true
+			}
+		}
+		if !maps.Equal(listens, exposed) {
+			t.Errorf("%s/Dockerfile: EXPOSE %v, but its ENV *_LISTEN defaults listen on %v", svc, keys(exposed), keys(listens))
+		}
 	}
+}
+
+var (
+	envListen  = regexp.MustCompile(`(?m)^ENV\s+(BYOK_[A-Z0-9_]+_LISTEN)=(\S+)\s*$`)
+	exposeLine = regexp.MustCompile(`(?m)^EXPOSE\s+(.+?)\s*$`)
+	userLine   = regexp.MustCompile(`(?m)^USER\s+(\d+)(?::(\d+))?\s*$`)
+)
+
+// dockerfileUID is the numeric user the service's image runs as (its last USER).
+func dockerfileUID(t *testing.T, svc string) int {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(repoRoot(t), "services", svc, "Dockerfile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := userLine.FindAllStringSubmatch(string(b), -1)
+	if len(u) == 0 {
+		t.Fatalf("%s/Dockerfile: no numeric USER", svc)
+	}
+	uid, _ := strconv.Atoi(u[len(u)-1][1])
+	return uid
 }
 
 // TestKafkaConnectedProbe runs the encryptor's and auditor's health check — compose's and the

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path"
@@ -23,7 +24,9 @@ import (
 	k8syaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
 
+	"github.com/byok-io/byok/pkg/callers"
 	"github.com/byok-io/byok/pkg/tenant"
+	settingsapi "github.com/byok-io/byok/services/settings/api"
 )
 
 // manifests is every object in deploy/k8s, decoded strictly into its typed API struct.
@@ -324,7 +327,7 @@ func TestK8sEnvIsReadByCode(t *testing.T) {
 		for _, c := range d.Spec.Template.Spec.Containers {
 			where := "Deployment " + d.Name + " container " + c.Name
 			check := func(what, name string) {
-				if !ce.names[name] && !(svc == "encryptor" && creds[name]) {
+				if !ce.names[name] && !(ce.names["BYOK_TENANTS_FILE"] && creds[name]) {
 					t.Errorf("%s: %s names %s, which no Go source of services/%s (or a byok package it imports) reads", where, what, name, svc)
 				}
 			}
@@ -405,53 +408,73 @@ func TestK8sPortsAndServices(t *testing.T) {
 	}
 }
 
-// TestK8sTenantsSecret parses the encryptor's tenants file from the Secret it is mounted from,
-// with the encryptor's own parser, and checks every credential_file is in that mount.
-func TestK8sTenantsSecret(t *testing.T) {
-	m := loadManifests(t)
-	d := m.deploymentOf("encryptor")
-	if d == nil {
-		t.Fatal("no encryptor Deployment")
-	}
-	pod := d.Spec.Template.Spec
-	env := m.containerEnv(t, d.Name, pod.Containers[0])
-	file := env["BYOK_TENANTS_FILE"]
-	if file == "" {
-		t.Fatal("encryptor: BYOK_TENANTS_FILE not set (BYOK_TENANTS inline would put credentials in a ConfigMap)")
-	}
-	secretAt := func(p string) (*corev1.Secret, string) {
-		for _, vm := range pod.Containers[0].VolumeMounts {
-			if path.Dir(p) != path.Clean(vm.MountPath) {
-				continue
-			}
-			for _, v := range pod.Volumes {
-				if v.Name == vm.Name && v.Secret != nil {
-					return m.secrets[v.Secret.SecretName], path.Base(p)
-				}
-			}
-		}
-		return nil, ""
-	}
-	s, key := secretAt(file)
-	if s == nil {
-		t.Fatalf("encryptor: BYOK_TENANTS_FILE=%s is not in a mounted Secret", file)
-	}
-	f, err := tenant.ParseFile([]byte(secretData(s)[key]))
-	if err != nil {
-		t.Fatalf("Secret %s key %s: %v", s.Name, key, err)
-	}
-	if len(f.Tenants) == 0 {
-		t.Errorf("Secret %s key %s: no tenants", s.Name, key)
-	}
-	for id, c := range f.Tenants {
-		if c.CredentialFile == "" {
+// secretVolumeAt finds the Secret volume that file p of the pod's (only) container lies in: the
+// volume's source and the Secret key that is the file.
+func secretVolumeAt(pod corev1.PodSpec, p string) (*corev1.SecretVolumeSource, string) {
+	for _, vm := range pod.Containers[0].VolumeMounts {
+		if path.Dir(p) != path.Clean(vm.MountPath) {
 			continue
 		}
-		cs, ck := secretAt(c.CredentialFile)
-		if cs == nil {
-			t.Errorf("tenant %s: credential_file %s is not in a mounted Secret", id, c.CredentialFile)
-		} else if _, ok := secretData(cs)[ck]; !ok {
-			t.Errorf("tenant %s: credential_file %s: Secret %s has no key %s", id, c.CredentialFile, cs.Name, ck)
+		for _, v := range pod.Volumes {
+			if v.Name == vm.Name && v.Secret != nil {
+				return v.Secret, path.Base(p)
+			}
+		}
+	}
+	return nil, ""
+}
+
+// TestK8sTenantsSecret parses the tenants file of every service that has one (the encryptor must)
+// from the Secret it is mounted from, with the services' own parser, and checks every
+// credential_file is in that mount.
+func TestK8sTenantsSecret(t *testing.T) {
+	m := loadManifests(t)
+	if m.deploymentOf("encryptor") == nil {
+		t.Fatal("no encryptor Deployment")
+	}
+	for _, svc := range daemons {
+		d := m.deploymentOf(svc)
+		if d == nil {
+			continue // reported by TestK8sDeployments
+		}
+		pod := d.Spec.Template.Spec
+		env := m.containerEnv(t, d.Name, pod.Containers[0])
+		file := env["BYOK_TENANTS_FILE"]
+		if file == "" {
+			if svc == "encryptor" {
+				t.Errorf("encryptor: BYOK_TENANTS_FILE not set (BYOK_TENANTS inline would put credentials in a ConfigMap)")
+			}
+			continue
+		}
+		secretAt := func(p string) (*corev1.Secret, string) {
+			if v, key := secretVolumeAt(pod, p); v != nil {
+				return m.secrets[v.SecretName], key
+			}
+			return nil, ""
+		}
+		s, key := secretAt(file)
+		if s == nil {
+			t.Errorf("%s: BYOK_TENANTS_FILE=%s is not in a mounted Secret of deploy/k8s", svc, file)
+			continue
+		}
+		f, err := tenant.ParseFile([]byte(secretData(s)[key]))
+		if err != nil {
+			t.Errorf("Secret %s key %s: %v", s.Name, key, err)
+			continue
+		}
+		if len(f.Tenants) == 0 {
+			t.Errorf("Secret %s key %s: no tenants", s.Name, key)
+		}
+		for id, c := range f.Tenants {
+			if c.CredentialFile == "" {
+				continue
+			}
+			cs, ck := secretAt(c.CredentialFile)
+			if cs == nil {
+				t.Errorf("%s: tenant %s: credential_file %s is not in a mounted Secret", svc, id, c.CredentialFile)
+			} else if _, ok := secretData(cs)[ck]; !ok {
+				t.Errorf("%s: tenant %s: credential_file %s: Secret %s has no key %s", svc, id, c.CredentialFile, cs.Name, ck)
+			}
 		}
 	}
 	for _, cm := range m.configMaps {
@@ -459,6 +482,125 @@ func TestK8sTenantsSecret(t *testing.T) {
 			if strings.Contains(v, `"token"`) || strings.Contains(v, "credential") {
 				t.Errorf("ConfigMap %s key %s looks like it holds a credential; use a Secret", cm.Name, k)
 			}
+		}
+	}
+}
+
+// TestK8sCallersSecrets parses the reader's callers file and the settings service's admins file
+// from the Secrets they are mounted from, with the services' own parsers: a file they refuse
+// stops them at start.
+func TestK8sCallersSecrets(t *testing.T) {
+	m := loadManifests(t)
+	for _, c := range []struct {
+		svc, setting string
+		parse        func([]byte) error
+	}{
+		{"reader", "BYOK_READER_CALLERS_FILE", func(b []byte) error { _, err := callers.Parse(b); return err }},
+		{"settings", "BYOK_SETTINGS_ADMINS_FILE", func(b []byte) error { _, err := settingsapi.ParseAdmins(b); return err }},
+	} {
+		d := m.deploymentOf(c.svc)
+		if d == nil {
+			continue // reported by TestK8sDeployments
+		}
+		pod := d.Spec.Template.Spec
+		file := m.containerEnv(t, d.Name, pod.Containers[0])[c.setting]
+		if file == "" {
+			t.Errorf("%s: %s not set (the service does not start without it)", d.Name, c.setting)
+			continue
+		}
+		v, key := secretVolumeAt(pod, file)
+		if v == nil {
+			t.Errorf("%s: %s=%s is not in a mounted Secret", d.Name, c.setting, file)
+			continue
+		}
+		s, ok := m.secrets[v.SecretName]
+		if !ok {
+			t.Errorf("%s: %s is in Secret %s, which deploy/k8s does not hold (commit a placeholder)", d.Name, c.setting, v.SecretName)
+			continue
+		}
+		b, ok := secretData(s)[key]
+		if !ok {
+			t.Errorf("%s: %s=%s: Secret %s has no key %s", d.Name, c.setting, file, s.Name, key)
+			continue
+		}
+		if err := c.parse([]byte(b)); err != nil {
+			t.Errorf("Secret %s key %s: %v", s.Name, key, err)
+		}
+	}
+}
+
+// TestK8sSettingsKey checks the settings key: every service whose code reads
+// BYOK_SETTINGS_KEY_FILE sets it to a file in a mounted Secret, the same Secret for all (what the
+// settings service seals must open in every worker), not optional. That Secret is not in
+// deploy/k8s, because `kubectl apply -k` would replace the real key with the committed one and a
+// replaced key leaves every saved credential unopenable; a manifest says how to create it.
+func TestK8sSettingsKey(t *testing.T) {
+	m := loadManifests(t)
+	secret := ""
+	for _, svc := range daemons {
+		if !serviceEnv(t, svc).names["BYOK_SETTINGS_KEY_FILE"] {
+			continue
+		}
+		d := m.deploymentOf(svc)
+		if d == nil {
+			continue // reported by TestK8sDeployments
+		}
+		pod := d.Spec.Template.Spec
+		file := m.containerEnv(t, d.Name, pod.Containers[0])["BYOK_SETTINGS_KEY_FILE"]
+		if file == "" {
+			t.Errorf("%s: BYOK_SETTINGS_KEY_FILE not set: credentials saved on the settings page would not open there", d.Name)
+			continue
+		}
+		v, _ := secretVolumeAt(pod, file)
+		if v == nil {
+			t.Errorf("%s: BYOK_SETTINGS_KEY_FILE=%s is not in a mounted Secret", d.Name, file)
+			continue
+		}
+		if v.Optional != nil && *v.Optional {
+			t.Errorf("%s: the settings key's Secret volume is optional: without it the pod should not start", d.Name)
+		}
+		if secret == "" {
+			secret = v.SecretName
+		} else if v.SecretName != secret {
+			t.Errorf("%s: settings key from Secret %s, the others use %s", d.Name, v.SecretName, secret)
+		}
+	}
+	if secret == "" {
+		t.Fatal("no Deployment mounts the settings key")
+	}
+	if _, ok := m.secrets[secret]; ok {
+		t.Errorf("Secret %s is in deploy/k8s: an apply would replace the real settings key with it", secret)
+	}
+	documented := false
+	for _, raw := range m.raw {
+		documented = documented || strings.Contains(raw, "create secret generic "+secret+" ")
+	}
+	if !documented {
+		t.Errorf("no manifest says how to create the Secret %s (kubectl -n byok create secret generic %s ...)", secret, secret)
+	}
+}
+
+// TestSettingsSingleInstance: the settings service serialises a tenant's writes within one
+// process, not across processes (services/settings/main.go), so exactly one may run, in compose
+// and in Kubernetes, also during a rollout.
+func TestSettingsSingleInstance(t *testing.T) {
+	if s := loadCompose(t).Services["settings"]; s.Deploy != nil && s.Deploy.Replicas != nil && *s.Deploy.Replicas != 1 {
+		t.Errorf("compose settings: deploy.replicas %d, want 1", *s.Deploy.Replicas)
+	}
+	m := loadManifests(t)
+	d := m.deploymentOf("settings")
+	if d == nil {
+		t.Fatal("no settings Deployment")
+	}
+	if d.Spec.Replicas == nil || *d.Spec.Replicas != 1 {
+		t.Errorf("%s: replicas %s, want 1 (set explicitly)", d.Name, ptrString(d.Spec.Replicas))
+	}
+	if d.Spec.Strategy.Type != appsv1.RecreateDeploymentStrategyType {
+		t.Errorf("%s: strategy %q, want Recreate (a rolling update runs the new pod next to the old one)", d.Name, d.Spec.Strategy.Type)
+	}
+	for _, h := range m.hpas {
+		if h.Spec.ScaleTargetRef.Kind == "Deployment" && h.Spec.ScaleTargetRef.Name == d.Name {
+			t.Errorf("HPA %s scales %s, which must run once", h.Name, d.Name)
 		}
 	}
 }
@@ -523,4 +665,11 @@ func TestK8sAutoscalers(t *testing.T) {
 			t.Errorf("HPA %s: no External metric kafka_consumergroup_lag", hpa.Name)
 		}
 	}
+}
+
+func ptrString[T any](p *T) string {
+	if p == nil {
+		return "unset"
+	}
+	return fmt.Sprint(*p)
 }
