@@ -20,16 +20,11 @@ type Publisher struct {
 
 // NewPublisher returns a publisher to topics (create them first: EnsureTopics or Follow).
 func NewPublisher(brokers []string, topics Topics) *Publisher {
-	// One record at a time, sent at once: control records are rare and latency matters. Each
-	// writer gets a transport of its own: kafka-go's shared default transport caches topic
-	// metadata for seconds, so a topic created after another writer of the process fetched
-	// metadata would be "unknown" to it for that long.
-	w := func(topic string) *kafka.Writer {
-		wr := kafkax.NewWriter(brokers, topic, 1, time.Millisecond)
-		wr.Transport = &kafka.Transport{}
-		return wr
+	// One record at a time, sent at once: control records are rare and latency matters.
+	return &Publisher{
+		settings:    kafkax.NewWriter(brokers, topics.Settings, 1, time.Millisecond),
+		revocations: kafkax.NewWriter(brokers, topics.Revocations, 1, time.Millisecond),
 	}
-	return &Publisher{settings: w(topics.Settings), revocations: w(topics.Revocations)}
 }
 
 // PutSettings writes a tenant's settings record.

@@ -58,6 +58,12 @@ func Header(m kafka.Message, k string) string {
 
 // NewWriter returns a writer that waits for all in-sync replicas and hashes keys to partitions
 // (the same hash as Java clients), batching up to batchSize records or batchTimeout.
+//
+// Each writer has a transport of its own. kafka-go's shared default transport caches topic
+// metadata for seconds, so a topic created after any writer of the process fetched metadata was
+// "unknown" to every writer for that long (writes failed with Unknown Topic Or Partition). Create
+// topics before the writers that use them. (Writer.Close does not close a transport it was
+// given; its idle connections close after the transport's IdleTimeout, 30 s.)
 func NewWriter(brokers []string, topic string, batchSize int, batchTimeout time.Duration) *kafka.Writer {
 	if batchSize <= 0 {
 		batchSize = 1000
@@ -77,6 +83,7 @@ func NewWriter(brokers []string, topic string, batchSize int, batchTimeout time.
 		WriteBackoffMin:        50 * time.Millisecond,
 		WriteBackoffMax:        time.Second,
 		AllowAutoTopicCreation: false,
+		Transport:              &kafka.Transport{},
 	}
 }
 
