@@ -68,16 +68,9 @@ func TestEncryptPathEndToEnd(t *testing.T) {
 		yandexTenant = 2
 	)
 	run := fmt.Sprintf("e2e-%d", time.Now().UnixNano())
-	topics := struct{ in, stored, dead, audit string }{run + ".plaintext", run + ".stored", run + ".deadletter", run + ".audit"}
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	if err := kafkax.EnsureTopics(ctx, brokers,
-		kafkax.TopicSpec{Name: topics.in, Partitions: 6},
-		kafkax.TopicSpec{Name: topics.stored, Partitions: 6},
-		kafkax.TopicSpec{Name: topics.dead, Partitions: 1},
-		kafkax.TopicSpec{Name: topics.audit, Partitions: 3}); err != nil {
-		t.Fatal(err)
-	}
+	topics := newPipelineTopics(t, ctx, brokers, run)
 
 	// Vault: a derived transit key per tenant, a token (the planted credential canary) whose
 	// policy allows only what byok needs, and a file audit device that counts every call.
@@ -90,24 +83,9 @@ func TestEncryptPathEndToEnd(t *testing.T) {
 		if i == yandexTenant {
 			continue
 		}
-		key := run + "-" + tenantIDs[i]
-		keys = append(keys, key)
-		if _, err := admin.Logical().Write("transit/keys/"+key, map[string]any{"type": "aes256-gcm96", "derived": true}); err != nil {
-			t.Fatal(err)
-		}
+		keys = append(keys, run+"-"+tenantIDs[i])
 	}
-	var policy strings.Builder
-	for _, k := range keys {
-		fmt.Fprintf(&policy, "path \"transit/encrypt/%s\" { capabilities = [\"update\"] }\n", k)
-		fmt.Fprintf(&policy, "path \"transit/decrypt/%s\" { capabilities = [\"update\"] }\n", k)
-		fmt.Fprintf(&policy, "path \"transit/keys/%s\" { capabilities = [\"read\"] }\n", k)
-	}
-	if err := admin.Sys().PutPolicy(run, policy.String()); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := admin.Auth().Token().Create(&vaultapi.TokenCreateRequest{ID: tokenCanary, Policies: []string{run}, NoDefaultPolicy: true, TTL: "1h"}); err != nil {
-		t.Fatal(err)
-	}
+	derivedKeysAndToken(t, admin, run, tokenCanary, keys...)
 	auditFile := filepath.Join(t.TempDir(), "vault-audit.log")
 	if err := admin.Sys().EnableAuditWithOptions(run, &vaultapi.EnableAuditOptions{Type: "file", Options: map[string]string{"file_path": auditFile}}); err != nil {
 		t.Fatal(err)

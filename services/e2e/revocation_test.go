@@ -15,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	vaultapi "github.com/hashicorp/vault/api"
 	"github.com/rs/zerolog"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -119,18 +118,8 @@ func TestRevocationAcrossReaders(t *testing.T) {
 
 	// Vault: a derived key and a token that may only encrypt, decrypt and read it.
 	admin := vaultAdmin(t, vaultAddr, rootToken)
-	key := run
-	if _, err := admin.Logical().Write("transit/keys/"+key, map[string]any{"type": "aes256-gcm96", "derived": true}); err != nil {
-		t.Fatal(err)
-	}
-	policy := fmt.Sprintf("path \"transit/encrypt/%[1]s\" { capabilities = [\"update\"] }\npath \"transit/decrypt/%[1]s\" { capabilities = [\"update\"] }\npath \"transit/keys/%[1]s\" { capabilities = [\"read\"] }\n", key)
-	if err := admin.Sys().PutPolicy(run, policy); err != nil {
-		t.Fatal(err)
-	}
-	token := "rev-token-" + strings.ReplaceAll(run, "-", "")
-	if _, err := admin.Auth().Token().Create(&vaultapi.TokenCreateRequest{ID: token, Policies: []string{run}, NoDefaultPolicy: true, TTL: "1h"}); err != nil {
-		t.Fatal(err)
-	}
+	key, token := run, "rev-token-"+strings.ReplaceAll(run, "-", "")
+	derivedKeysAndToken(t, admin, run, token, key)
 	cred, _ := json.Marshal(map[string]string{"address": vaultAddr, "token": token})
 	tf := tenant.File{Tenants: map[string]tenant.Config{tenantID: {Enabled: true, Provider: "vault", KEKID: key, Credential: cred}}}
 	dir := t.TempDir()

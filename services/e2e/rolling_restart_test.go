@@ -16,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	vaultapi "github.com/hashicorp/vault/api"
 	"github.com/segmentio/kafka-go"
 	"google.golang.org/protobuf/proto"
 
@@ -54,39 +53,20 @@ func TestRollingRestartLosesNothing(t *testing.T) {
 	)
 	testStart := time.Now()
 	run := fmt.Sprintf("e2e-roll-%d", time.Now().UnixNano())
-	topics := struct{ in, stored, dead, audit string }{run + ".plaintext", run + ".stored", run + ".deadletter", run + ".audit"}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	if err := kafkax.EnsureTopics(ctx, brokers,
-		kafkax.TopicSpec{Name: topics.in, Partitions: 6},
-		kafkax.TopicSpec{Name: topics.stored, Partitions: 6},
-		kafkax.TopicSpec{Name: topics.dead, Partitions: 1},
-		kafkax.TopicSpec{Name: topics.audit, Partitions: 3}); err != nil {
-		t.Fatal(err)
-	}
+	topics := newPipelineTopics(t, ctx, brokers, run)
 
 	// Vault: a derived transit key per tenant and a token allowed only those keys.
 	admin := vaultAdmin(t, vaultAddr, rootToken)
 	token := "roll-token-" + strings.ReplaceAll(run, "-", "")
 	tenantIDs := make([]string, tenants)
 	keys := make([]string, tenants)
-	var policy strings.Builder
 	for i := range tenantIDs {
 		tenantIDs[i] = fmt.Sprintf("tenant-%d", i+1)
 		keys[i] = run + "-" + tenantIDs[i]
-		if _, err := admin.Logical().Write("transit/keys/"+keys[i], map[string]any{"type": "aes256-gcm96", "derived": true}); err != nil {
-			t.Fatal(err)
-		}
-		fmt.Fprintf(&policy, "path \"transit/encrypt/%s\" { capabilities = [\"update\"] }\n", keys[i])
-		fmt.Fprintf(&policy, "path \"transit/decrypt/%s\" { capabilities = [\"update\"] }\n", keys[i])
-		fmt.Fprintf(&policy, "path \"transit/keys/%s\" { capabilities = [\"read\"] }\n", keys[i])
 	}
-	if err := admin.Sys().PutPolicy(run, policy.String()); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := admin.Auth().Token().Create(&vaultapi.TokenCreateRequest{ID: token, Policies: []string{run}, NoDefaultPolicy: true, TTL: "1h"}); err != nil {
-		t.Fatal(err)
-	}
+	derivedKeysAndToken(t, admin, run, token, keys...)
 	cred, _ := json.Marshal(map[string]string{"address": vaultAddr, "token": token})
 	tf := tenant.File{Tenants: map[string]tenant.Config{}}
 	for i, id := range tenantIDs {

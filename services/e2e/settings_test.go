@@ -13,14 +13,12 @@ import (
 	"testing"
 	"time"
 
-	vaultapi "github.com/hashicorp/vault/api"
 	"github.com/segmentio/kafka-go"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/byok-io/byok/pkg/audit"
 	"github.com/byok-io/byok/pkg/callers"
 	byokv1 "github.com/byok-io/byok/pkg/gen/byokv1"
-	"github.com/byok-io/byok/pkg/kafkax"
 	"github.com/byok-io/byok/pkg/producer"
 	"github.com/byok-io/byok/pkg/settings"
 	"github.com/byok-io/byok/services/reader/api"
@@ -77,32 +75,17 @@ func TestSettingsEnableLive(t *testing.T) {
 	}
 	run := fmt.Sprintf("e2e-set-%d", time.Now().UnixNano())
 	tenantID := "acme-" + run
-	topics := struct{ in, stored, dead, audit, settings, revocations string }{run + ".plaintext", run + ".stored", run + ".deadletter",
-		run + ".audit", run + ".settings", run + ".revocations"}
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	if err := kafkax.EnsureTopics(ctx, brokers,
-		kafkax.TopicSpec{Name: topics.in, Partitions: 6},
-		kafkax.TopicSpec{Name: topics.stored, Partitions: 6},
-		kafkax.TopicSpec{Name: topics.dead, Partitions: 1},
-		kafkax.TopicSpec{Name: topics.audit, Partitions: 3}); err != nil {
-		t.Fatal(err)
-	}
+	topics := struct {
+		pipelineTopics
+		settings, revocations string
+	}{newPipelineTopics(t, ctx, brokers, run), run + ".settings", run + ".revocations"}
 
 	// The customer's Vault: a derived key and a token limited to it — the credential pasted in the page.
 	admin := vaultAdmin(t, vaultAddr, rootToken)
-	key := run
-	if _, err := admin.Logical().Write("transit/keys/"+key, map[string]any{"type": "aes256-gcm96", "derived": true}); err != nil {
-		t.Fatal(err)
-	}
-	policy := fmt.Sprintf("path \"transit/encrypt/%[1]s\" { capabilities = [\"update\"] }\npath \"transit/decrypt/%[1]s\" { capabilities = [\"update\"] }\npath \"transit/keys/%[1]s\" { capabilities = [\"read\"] }\n", key)
-	if err := admin.Sys().PutPolicy(run, policy); err != nil {
-		t.Fatal(err)
-	}
-	vaultToken := "CANARY-set-token-" + strings.ReplaceAll(run, "-", "")
-	if _, err := admin.Auth().Token().Create(&vaultapi.TokenCreateRequest{ID: vaultToken, Policies: []string{run}, NoDefaultPolicy: true, TTL: "1h"}); err != nil {
-		t.Fatal(err)
-	}
+	key, vaultToken := run, "CANARY-set-token-"+strings.ReplaceAll(run, "-", "")
+	derivedKeysAndToken(t, admin, run, vaultToken, key)
 
 	dir := t.TempDir()
 	keyFile := filepath.Join(dir, "settings.key")
