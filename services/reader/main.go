@@ -42,6 +42,7 @@ type config struct {
 	kms                             registry.Options
 	control                         control.Topics
 	maxStaleness                    time.Duration
+	cachedAudit                     string
 }
 
 func parseConfig(args []string) (config, error) {
@@ -61,6 +62,7 @@ func parseConfig(args []string) (config, error) {
 	settingsTopic := fs.String("settings-topic", "BYOK_SETTINGS_TOPIC", control.TopicSettings, "compacted topic of tenant settings saved by the settings service")
 	revocationsTopic := fs.String("revocations-topic", "BYOK_REVOCATIONS_TOPIC", control.TopicRevocations, "compacted topic of granular revocations, followed to refuse revoked chats and date ranges")
 	maxStaleness := fs.Duration("revocations-max-staleness", "BYOK_REVOCATIONS_MAX_STALENESS", 5*time.Second, "reads fail closed when the revocation list was last confirmed current longer ago than this")
+	cachedAudit := fs.String("cached-read-audit", "BYOK_READER_CACHED_READ_AUDIT", api.CachedAuditSync, "sync: a cache hit is answered once its read_cached audit event is acknowledged; async: answered at once, event written in the background (lower latency; events in flight are lost if the process crashes)")
 	insecure := fs.Bool("kms-insecure-loopback", "BYOK_KMS_INSECURE_LOOPBACK", false, "let gRPC KMS providers use plaintext to loopback endpoints (emulators; never in production)")
 	if err := fs.Parse(args); err != nil {
 		return config{}, err
@@ -70,7 +72,7 @@ func parseConfig(args []string) (config, error) {
 	}
 	c := config{listen: *listen, brokers: *brokers, auditTopic: strings.TrimSpace(*auditTopic), tenantsFile: *tenantsFile,
 		callersFile: *callersFile, settingsKeyFile: *settingsKeyFile, metricsListen: *metricsListen, logLevel: strings.ToLower(*logLevel), workerID: *workerID,
-		kms: registry.Options{InsecureLoopback: *insecure}, maxStaleness: *maxStaleness,
+		kms: registry.Options{InsecureLoopback: *insecure}, maxStaleness: *maxStaleness, cachedAudit: *cachedAudit,
 		control: control.Topics{Settings: strings.TrimSpace(*settingsTopic), Revocations: strings.TrimSpace(*revocationsTopic)}}
 	if _, _, err := net.SplitHostPort(c.listen); err != nil {
 		return config{}, fmt.Errorf("-listen (BYOK_READER_LISTEN) %q is not host:port", c.listen)
@@ -86,6 +88,9 @@ func parseConfig(args []string) (config, error) {
 	}
 	if c.control.Settings == "" || c.control.Revocations == "" || c.control.Settings == c.control.Revocations {
 		return config{}, errors.New("-settings-topic (BYOK_SETTINGS_TOPIC) and -revocations-topic (BYOK_REVOCATIONS_TOPIC) must be two distinct topic names")
+	}
+	if c.cachedAudit != api.CachedAuditSync && c.cachedAudit != api.CachedAuditAsync {
+		return config{}, fmt.Errorf("-cached-read-audit (BYOK_READER_CACHED_READ_AUDIT) %q is not sync or async", c.cachedAudit)
 	}
 	if c.maxStaleness <= 0 {
 		return config{}, fmt.Errorf("-revocations-max-staleness (BYOK_REVOCATIONS_MAX_STALENESS) %s must be positive", c.maxStaleness)
@@ -199,7 +204,13 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 
 		Revocations:  view,
 		MaxStaleness: cfg.maxStaleness,
+		CachedAudit:  cfg.cachedAudit,
 	}
+	defer func() { // background audit writes finish before the sink closes
+		fctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_ = reader.Flush(fctx)
+	}()
 	registerMetrics(reg, reader, cache)
 	if cfg.metricsListen != "" {
 		addr, err := metrics.Serve(ctx, cfg.metricsListen, reg, metrics.Health{Ready: []metrics.Check{metrics.KafkaReachable(cfg.brokers),
@@ -230,6 +241,7 @@ func registerMetrics(reg *metrics.Registry, r *api.Reader, c *deccache.Cache) {
 	reg.Counter("reader_items_scope_revoked_total", "Envelopes refused by a granular revocation (chat or date range).", func() int64 { return r.Stats().ScopeRevoked })
 	reg.Counter("reader_items_stale_total", "Envelopes refused because the revocation list was not confirmed current.", func() int64 { return r.Stats().Stale })
 	reg.Counter("reader_cached_read_events_total", "read_cached audit events recorded.", func() int64 { return r.Stats().CachedEvents })
+	reg.Counter("reader_cached_read_events_lost_total", "read_cached audit events written in the background (async mode) that failed.", func() int64 { return r.Stats().CachedEventsLost })
 	reg.Counter("reader_dek_cache_hits_total", "DEK cache hits.", func() int64 { return c.Stats().Hits })
 	reg.Counter("reader_dek_cache_misses_total", "DEK cache misses.", func() int64 { return c.Stats().Misses })
 	reg.Counter("reader_dek_cache_expired_total", "Cached DEKs zeroed at their TTL.", func() int64 { return c.Stats().Expired })

@@ -29,14 +29,17 @@ import (
 	"github.com/byok-io/byok/pkg/scope"
 )
 
-// memSink records audit events; failing makes every write fail (audit down).
+// memSink records audit events; failing makes every write fail (audit down); delayNanos slows
+// every write (a Kafka round trip).
 type memSink struct {
-	mu      sync.Mutex
-	events  []*byokv1.AuditEvent
-	failing atomic.Bool
+	mu         sync.Mutex
+	events     []*byokv1.AuditEvent
+	failing    atomic.Bool
+	delayNanos atomic.Int64
 }
 
 func (s *memSink) Write(_ context.Context, _, value []byte) error {
+	time.Sleep(time.Duration(s.delayNanos.Load()))
 	if s.failing.Load() {
 		return errors.New("audit topic unreachable")
 	}

@@ -156,3 +156,24 @@ func BenchmarkStackDecryptCachedParallel(b *testing.B) {
 	})
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "reads/s")
 }
+
+// BenchmarkStackDecryptCachedAsync: as BenchmarkStackDecryptCached with -cached-read-audit=async:
+// the read_cached event goes to Kafka in the background.
+func BenchmarkStackDecryptCachedAsync(b *testing.B) {
+	r, items := stackReader(b, 1)
+	r.CachedAudit = CachedAuditAsync
+	if _, errs := r.Open(context.Background(), benchReq, items); errs[0] != nil {
+		b.Fatal(errs[0])
+	}
+	measure(b, func() {
+		if _, errs := r.Open(context.Background(), benchReq, items); errs[0] != nil {
+			b.Fatal(errs[0])
+		}
+	})
+	if err := r.Flush(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	if lost := r.Stats().CachedEventsLost; lost > 0 {
+		b.Fatalf("%d read_cached events lost", lost)
+	}
+}

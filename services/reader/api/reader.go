@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/cipher"
 	"errors"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -86,6 +87,13 @@ func Reason(err error) string {
 // chains: the cache is shared by all callers, so without it a second caller reading a scope
 // within the TTL of a first would never appear in the key owner's audit. The same rule as for KMS
 // calls holds: if that event cannot be recorded, the cached DEK is not used.
+//
+// With CachedAudit = CachedAuditAsync the operator trades a little of that rule for latency: a
+// cache hit is answered at once and its event written in the background (at most MaxAsyncEvents
+// in flight, more wait as in sync mode). If a background write fails, cache hits go back to being
+// recorded before they are answered until a write succeeds again, so an audit outage costs at
+// most the events in flight (counted in Stats().CachedEventsLost) — and a crash loses those in
+// flight. KMS calls are always recorded before their result is used, in both modes.
 type Reader struct {
 	// Resolver gives each tenant's KMS, audited: an *audit.Resolver in the service.
 	Resolver dek.Resolver
@@ -101,9 +109,24 @@ type Reader struct {
 	MaxBatch int
 	// CallTimeout bounds one KMS call (default 10s).
 	CallTimeout time.Duration
+	// CachedAudit is CachedAuditSync (the default, "") or CachedAuditAsync; see above.
+	CachedAudit string
+	// MaxAsyncEvents bounds background read_cached writes in flight (default 1024).
+	MaxAsyncEvents int
 
 	stats readerStats
+
+	asyncOnce sync.Once
+	asyncSem  chan struct{}
+	asyncWG   sync.WaitGroup
+	degraded  atomic.Bool // a background write failed: record cache hits synchronously
 }
+
+// Modes of recording cache hits (Reader.CachedAudit).
+const (
+	CachedAuditSync  = "sync"
+	CachedAuditAsync = "async"
+)
 
 // Revocations answers whether a scope is revoked (granular revocation).
 type Revocations interface {
@@ -112,7 +135,7 @@ type Revocations interface {
 }
 
 type readerStats struct {
-	ok, failed, refused, revoked, scopeRevoked, stale, cachedReads atomic.Int64
+	ok, failed, refused, revoked, scopeRevoked, stale, cachedReads, cachedLost atomic.Int64
 }
 
 // ReaderStats are counters since start.
@@ -123,13 +146,14 @@ type ReaderStats struct {
 	ScopeRevoked         int64 // items refused by a granular revocation
 	Stale                int64 // items refused because the revocation list was not current
 	CachedEvents         int64 // OpReadCached audit events recorded
+	CachedEventsLost     int64 // OpReadCached events written in the background that failed (async mode)
 }
 
 // Stats returns the counters.
 func (r *Reader) Stats() ReaderStats {
 	return ReaderStats{ItemsOK: r.stats.ok.Load(), ItemsFailed: r.stats.failed.Load(),
 		Refused: r.stats.refused.Load(), Revoked: r.stats.revoked.Load(), ScopeRevoked: r.stats.scopeRevoked.Load(),
-		Stale: r.stats.stale.Load(), CachedEvents: r.stats.cachedReads.Load()}
+		Stale: r.stats.stale.Load(), CachedEvents: r.stats.cachedReads.Load(), CachedEventsLost: r.stats.cachedLost.Load()}
 }
 
 // ReadRequest is one authenticated request.
@@ -297,11 +321,46 @@ func (r *Reader) recordCached(ctx context.Context, tenant string, refs []ref) er
 		}
 		ev.Scopes = append(ev.Scopes, &byokv1.AuditScope{ChatId: s.ChatID, Day: s.Day.String()})
 	}
+	if r.CachedAudit == CachedAuditAsync && !r.degraded.Load() {
+		r.asyncOnce.Do(func() { r.asyncSem = make(chan struct{}, cmp.Or(r.MaxAsyncEvents, 1024)) })
+		select {
+		case r.asyncSem <- struct{}{}:
+			r.asyncWG.Add(1)
+			go func() {
+				defer r.asyncWG.Done()
+				defer func() { <-r.asyncSem }()
+				ectx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				defer cancel()
+				if err := r.Log.Emit(ectx, ev); err != nil {
+					r.degraded.Store(true)
+					r.stats.cachedLost.Add(1)
+					return
+				}
+				r.stats.cachedReads.Add(1)
+			}()
+			return nil
+		default: // too many in flight: this one waits for its record
+		}
+	}
 	if err := r.Log.Emit(ctx, ev); err != nil {
 		return errNotRecorded
 	}
+	r.degraded.Store(false)
 	r.stats.cachedReads.Add(1)
 	return nil
+}
+
+// Flush waits until background audit writes (async mode) are done or ctx ends. Call it before
+// closing the audit sink.
+func (r *Reader) Flush(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() { r.asyncWG.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // unwrap unwraps refs of one tenant in batches, caching each DEK it gets. A denial (the key owner
