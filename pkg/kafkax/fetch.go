@@ -10,8 +10,9 @@ import (
 
 // Fetch feeds out with records from r until ctx ends, retrying failed fetches with backoff
 // between retryMin and retryMax. It never commits: consumers commit what they finished (Offsets).
-// It returns when ctx ends; the caller closes out if it needs to.
-func Fetch(ctx context.Context, r *kafka.Reader, out chan<- kafka.Message, retryMin, retryMax time.Duration, log zerolog.Logger) {
+// It returns when ctx ends; the caller closes out if it needs to. lag, if not nil, observes every
+// record fetched.
+func Fetch(ctx context.Context, r *kafka.Reader, out chan<- kafka.Message, retryMin, retryMax time.Duration, lag *Lag, log zerolog.Logger) {
 	backoff := retryMin
 	for {
 		m, err := r.FetchMessage(ctx)
@@ -29,6 +30,7 @@ func Fetch(ctx context.Context, r *kafka.Reader, out chan<- kafka.Message, retry
 			continue
 		}
 		backoff = retryMin
+		lag.Observe(m)
 		select {
 		case out <- m:
 		case <-ctx.Done():

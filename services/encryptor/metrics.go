@@ -47,7 +47,7 @@ func registerMetrics(reg *metrics.Registry, w *worker.Worker, deks *dek.Manager,
 	reg.Gauge("messages_held", "Records waiting for a failing KMS now.", func() float64 { return float64(w.Stats().Held) })
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: metrics.Namespace, Name: "consumer_lag_records",
-		Help:        "Records between the consumer's position and the high-water mark of the partition it fetched last.",
+		Help:        "Records between the consumer's positions and the high-water marks, summed over the partitions it fetched from in the last minute.",
 		ConstLabels: prometheus.Labels{"topic": inputTopic},
 	}, func() float64 { return float64(w.Lag()) }))
 

@@ -310,7 +310,7 @@ loop:
 }
 
 func (c *Consumer) fetchLoop(ctx context.Context, out chan<- kafka.Message) {
-	kafkax.Fetch(ctx, c.reader, out, c.cfg.RetryMin, c.cfg.RetryMax, c.log)
+	kafkax.Fetch(ctx, c.reader, out, c.cfg.RetryMin, c.cfg.RetryMax, nil, c.log)
 }
 
 // flush decodes msgs, stores the events (retrying until stored or ctx ends), then commits msgs.

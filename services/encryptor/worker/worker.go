@@ -168,6 +168,7 @@ type Worker struct {
 	log  zerolog.Logger
 
 	reader  *kafka.Reader
+	lag     *kafkax.Lag
 	storage *kafka.Writer
 	dlq     *kafka.Writer
 
@@ -182,6 +183,7 @@ func New(cfg Config, dir Directory, keys Keys, log zerolog.Logger) (*Worker, err
 	}
 	cfg.setDefaults()
 	w := &Worker{cfg: cfg, dir: dir, keys: keys, log: log.With().Str("worker_id", cfg.WorkerID).Logger()}
+	w.lag = kafkax.NewLag(time.Minute)
 	w.reader = kafka.NewReader(kafka.ReaderConfig{
 		Brokers:           cfg.Brokers,
 		GroupID:           cfg.GroupID,
@@ -213,9 +215,10 @@ func (w *Worker) Stats() Stats {
 	}
 }
 
-// Lag is how far the worker is behind the input topic, in records, as of its last fetch: the
-// high-water mark minus the next offset of the partition fetched last (kafka-go's reader stats).
-func (w *Worker) Lag() int64 { return w.reader.Stats().Lag }
+// Lag is how far the worker is behind the input topic, in records: the sum over the partitions it
+// fetched from in the last minute of each one's high-water mark minus its next offset, as of its
+// last fetch.
+func (w *Worker) Lag() int64 { return w.lag.Total() }
 
 // item is one input record on its way through the worker.
 type item struct {
@@ -302,7 +305,7 @@ loop:
 }
 
 func (w *Worker) fetchLoop(ctx context.Context, out chan<- kafka.Message) {
-	kafkax.Fetch(ctx, w.reader, out, w.cfg.RetryMin, w.cfg.RetryMax, w.log)
+	kafkax.Fetch(ctx, w.reader, out, w.cfg.RetryMin, w.cfg.RetryMax, w.lag, w.log)
 }
 
 // collect returns the next batch: held records that are due, plus fresh records — waiting for the

@@ -318,7 +318,7 @@ loop:
 }
 
 func (f *Forwarder) fetchLoop(ctx context.Context, out chan<- kafka.Message) {
-	kafkax.Fetch(ctx, f.reader, out, f.cfg.RetryMin, f.cfg.RetryMax, f.log)
+	kafkax.Fetch(ctx, f.reader, out, f.cfg.RetryMin, f.cfg.RetryMax, nil, f.log)
 }
 
 // dispatch tracks m and hands its event to the tenant's lane, or finishes it at once if there is
