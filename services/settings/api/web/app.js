@@ -11,6 +11,8 @@
 
   const $ = (id) => document.getElementById(id);
   const state = { providers: [], tenants: [] };
+  // What the settings screen calls each provider; the value sent is the provider name.
+  const PROVIDER_LABELS = { vault: 'HashiCorp Vault (Transit)', yandex: 'Yandex Cloud KMS', cloudru: 'Cloud.ru KMS', local: 'local key file (development only)' };
 
   class ApiError extends Error {
     constructor(status, message) {
@@ -115,7 +117,7 @@
     sel.replaceChildren();
     const names = state.providers.slice();
     if (v.provider && !names.includes(v.provider)) names.push(v.provider);
-    for (const p of names) sel.append(new Option(p, p));
+    for (const p of names) sel.append(new Option(PROVIDER_LABELS[p] || p, p));
     sel.value = v.provider || names[0] || '';
     $('kek-id').value = v.kek_id || '';
     const cred = $('credential');
