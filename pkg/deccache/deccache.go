@@ -96,11 +96,12 @@ type Key struct {
 }
 
 type entry struct {
-	key     Key
-	dek     []byte
-	aead    cipher.AEAD
-	expires time.Time
-	elem    *list.Element
+	key       Key
+	dek       []byte
+	aead      cipher.AEAD
+	unwrapped time.Time
+	expires   time.Time
+	elem      *list.Element
 }
 
 // Stats are counters since the cache was created.
@@ -115,6 +116,9 @@ type Stats struct {
 // Cache holds unwrapped DEKs for their TTL. Safe for concurrent use. Close it to zero every DEK.
 type Cache struct {
 	cfg Config
+
+	ttlMu    sync.RWMutex
+	savedTTL map[string]time.Duration // tenant → TTL the customer saved (SetTenantTTL)
 
 	mu      sync.Mutex
 	entries map[Key]*entry
@@ -132,17 +136,53 @@ func New(cfg Config) (*Cache, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	c := &Cache{cfg: cfg, entries: map[Key]*entry{}, lru: list.New(), stop: make(chan struct{}), done: make(chan struct{})}
+	c := &Cache{cfg: cfg, savedTTL: map[string]time.Duration{}, entries: map[Key]*entry{}, lru: list.New(),
+		stop: make(chan struct{}), done: make(chan struct{})}
 	go c.sweepLoop()
 	return c, nil
 }
 
-// TTL is how long a DEK of tenant is served after it was unwrapped.
+// TTL is how long a DEK of tenant is served after it was unwrapped: the TTL the customer saved
+// (SetTenantTTL), else the operator's per-tenant TTL, else the default — never above MaxTTL.
 func (c *Cache) TTL(tenant string) time.Duration {
+	c.ttlMu.RLock()
+	d, ok := c.savedTTL[tenant]
+	c.ttlMu.RUnlock()
+	if ok {
+		return min(d, c.cfg.MaxTTL)
+	}
 	if d, ok := c.cfg.TenantTTL[tenant]; ok {
 		return min(d, c.cfg.MaxTTL)
 	}
 	return c.cfg.TTL
+}
+
+// SetTenantTTL applies the TTL a tenant's customer saved in their settings (d ≤ 0: none saved,
+// back to the operator's). It applies to DEKs already cached too: each now expires at its unwrap
+// time plus the new TTL if that is sooner, so shortening the window takes effect at once.
+func (c *Cache) SetTenantTTL(tenant string, d time.Duration) {
+	c.ttlMu.Lock()
+	if d > 0 {
+		c.savedTTL[tenant] = d
+	} else {
+		delete(c.savedTTL, tenant)
+	}
+	c.ttlMu.Unlock()
+	ttl := c.TTL(tenant)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for k, e := range c.entries {
+		if k.Tenant == tenant {
+			e.expires = minTime(e.expires, e.unwrapped.Add(ttl))
+		}
+	}
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
 }
 
 // Get returns the AEAD of k's DEK if it is cached and its TTL has not passed. An expired entry is
@@ -192,7 +232,7 @@ func (c *Cache) Put(k Key, dek []byte, unwrappedAt time.Time) (cipher.AEAD, erro
 		kms.Zero(dek)
 		return nil, ErrNotAESKey
 	}
-	e := &entry{key: k, dek: dek, aead: aead, expires: unwrappedAt.Add(c.TTL(k.Tenant))}
+	e := &entry{key: k, dek: dek, aead: aead, unwrapped: unwrappedAt, expires: unwrappedAt.Add(c.TTL(k.Tenant))}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {

@@ -184,3 +184,27 @@ func TestDropScopesZeroesOnlyMatching(t *testing.T) {
 		t.Fatal("an unrevoked scope was dropped")
 	}
 }
+
+// TestSetTenantTTL: the customer's saved TTL wins over the operator's, is clamped to MaxTTL,
+// shortens the life of DEKs already cached, and removing it restores the operator's TTL.
+func TestSetTenantTTL(t *testing.T) {
+	c, clk := newCache(t, Config{MaxTTL: time.Minute, TenantTTL: map[string]time.Duration{"acme": 30 * time.Second}})
+	k := Key{Tenant: "acme", WrappedDEK: "1"}
+	c.Put(k, newDEK(1), clk.Now())
+	clk.Add(15 * time.Second)
+	c.SetTenantTTL("acme", 10*time.Second)
+	if c.TTL("acme") != 10*time.Second {
+		t.Fatalf("TTL = %s, want the saved 10s", c.TTL("acme"))
+	}
+	if _, ok := c.Get(k); ok {
+		t.Fatal("a DEK unwrapped 15s ago is served under a saved TTL of 10s")
+	}
+	c.SetTenantTTL("acme", time.Hour)
+	if c.TTL("acme") != time.Minute {
+		t.Fatalf("TTL = %s, want it clamped to MaxTTL 1m", c.TTL("acme"))
+	}
+	c.SetTenantTTL("acme", 0)
+	if c.TTL("acme") != 30*time.Second || c.TTL("globex") != time.Minute {
+		t.Fatalf("after removal TTL(acme) = %s, TTL(globex) = %s; want the operator's 30s and 1m", c.TTL("acme"), c.TTL("globex"))
+	}
+}

@@ -10,7 +10,7 @@
 //	byokctl rewrap          -tenant acme -provider P -kek-id KEY -credential-file cred.json
 //	                        -from-topic T -to-topic T2 -method rewrap|unwrap-wrap [-brokers …] [-audit-topic byok.audit]
 //	byokctl tenant list     [-settings-url URL] [-token-file F]
-//	byokctl tenant enable   -tenant acme [-provider P -kek-id KEY -credential-file cred.json]
+//	byokctl tenant enable   -tenant acme [-provider P -kek-id KEY -credential-file cred.json] [-dek-cache-ttl 30s]
 //	byokctl tenant disable  -tenant acme
 //	byokctl revoke          -tenant acme [-chat C] [-from YYYY-MM-DD] [-to YYYY-MM-DD] -reason TEXT [-all]
 //	byokctl unrevoke        -tenant acme -id REVOCATION_ID
@@ -73,7 +73,7 @@ const usage = `usage:
   byokctl key retire      -vault-addr URL -vault-token-file FILE -key KEY -min-decryption-version N [-trim]
   byokctl rewrap          -tenant ID -provider NAME -kek-id KEY -credential-file FILE -from-topic NAME -to-topic NAME -method rewrap|unwrap-wrap [-brokers ...] [-audit-topic name] [-batch 500]
   byokctl tenant list     [-settings-url URL] [-token-file FILE]
-  byokctl tenant enable   -tenant ID [-provider NAME -kek-id KEY -credential-file FILE] [-settings-url URL] [-token-file FILE]
+  byokctl tenant enable   -tenant ID [-provider NAME -kek-id KEY -credential-file FILE] [-dek-cache-ttl 30s] [-settings-url URL] [-token-file FILE]
   byokctl tenant disable  -tenant ID [-settings-url URL] [-token-file FILE]
   byokctl revoke          -tenant ID [-chat ID] [-from YYYY-MM-DD] [-to YYYY-MM-DD] -reason TEXT [-all] [-settings-url URL] [-token-file FILE]
   byokctl unrevoke        -tenant ID -id REVOCATION_ID [-settings-url URL] [-token-file FILE]

@@ -141,6 +141,7 @@ func settingsFail(errOut io.Writer, what string, err error) int {
 func tenantSettingsCmd(ctx context.Context, sub string, args []string, out, errOut io.Writer) int {
 	f := newSettingsFlags("tenant "+sub, errOut)
 	var tenantID, provider, kekID, credFile *string
+	var dekTTL *time.Duration
 	if sub != "list" {
 		tenantID = f.fs.String("tenant", "BYOK_CTL_TENANT", "", "tenant id")
 	}
@@ -148,6 +149,7 @@ func tenantSettingsCmd(ctx context.Context, sub string, args []string, out, errO
 		provider = f.fs.String("provider", "BYOK_CTL_PROVIDER", "", "vault, yandex or cloudru (default: the stored one)")
 		kekID = f.fs.String("kek-id", "BYOK_CTL_KEK_ID", "", "the tenant's key id in its KMS (default: the stored one)")
 		credFile = f.fs.String("credential-file", "BYOK_CTL_CREDENTIAL_FILE", "", "file holding the provider's credential JSON (default: the stored one)")
+		dekTTL = f.fs.Duration("dek-cache-ttl", "BYOK_CTL_DEK_CACHE_TTL", -1, "how long readers may use a DEK the KMS unwrapped, whole seconds (0: the default; default: keep the stored one)")
 	}
 	if err := f.fs.Parse(args); err != nil {
 		return 2
@@ -187,6 +189,14 @@ func tenantSettingsCmd(ctx context.Context, sub string, args []string, out, errO
 		req := api.SettingsRequest{Enabled: &enabled}
 		if sub == "enable" {
 			req.Provider, req.KEKID = *provider, *kekID
+			if *dekTTL >= 0 {
+				if *dekTTL%time.Second != 0 {
+					fmt.Fprintf(errOut, "byokctl: -dek-cache-ttl %s is not whole seconds\n", *dekTTL)
+					return 2
+				}
+				secs := uint32(*dekTTL / time.Second)
+				req.DEKCacheTTLSeconds = &secs
+			}
 			if *credFile != "" {
 				raw, err := os.ReadFile(*credFile)
 				if err != nil {

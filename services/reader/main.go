@@ -184,6 +184,7 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 		return err
 	}
 	settings.Apply(view, dir, settingsKey, log)
+	api.FollowCacheTTL(view, cache) // the DEK cache TTL each customer saved
 	view.Subscribe(func(c control.Change) {
 		if c.Revoked != nil {
 			if rule, err := control.Compile(c.Revoked); err == nil {

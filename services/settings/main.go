@@ -22,11 +22,13 @@ import (
 	"slices"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/rs/zerolog"
 
 	"github.com/byok-io/byok/pkg/audit"
 	"github.com/byok-io/byok/pkg/control"
+	"github.com/byok-io/byok/pkg/deccache"
 	"github.com/byok-io/byok/pkg/flagenv"
 	"github.com/byok-io/byok/pkg/kms/registry"
 	"github.com/byok-io/byok/pkg/logging"
@@ -43,6 +45,7 @@ type config struct {
 	keyFile, adminsFile             string
 	providers                       []string
 	kms                             registry.Options
+	maxDEKCacheTTL                  time.Duration
 }
 
 func parseConfig(args []string) (config, error) {
@@ -58,6 +61,7 @@ func parseConfig(args []string) (config, error) {
 	metricsListen := fs.String("metrics-listen", "BYOK_METRICS_LISTEN", "127.0.0.1:9105", `where /metrics, /healthz and /readyz are served (host:port, or "" or "off")`)
 	logLevel := fs.String("log-level", "BYOK_LOG_LEVEL", "info", "debug, info, warn or error")
 	workerID := fs.String("worker-id", "BYOK_WORKER_ID", "", "this process's name in audit events (default settings-<hostname>)")
+	maxTTL := fs.Duration("max-dek-cache-ttl", "BYOK_SETTINGS_MAX_DEK_CACHE_TTL", deccache.DefaultTTL, "the largest DEK cache TTL a customer may save: set it to the readers' -dek-ttl")
 	insecure := fs.Bool("kms-insecure-loopback", "BYOK_KMS_INSECURE_LOOPBACK", false, "let gRPC KMS providers use plaintext to loopback endpoints (emulators; never in production)")
 	if err := fs.Parse(args); err != nil {
 		return config{}, err
@@ -67,7 +71,7 @@ func parseConfig(args []string) (config, error) {
 	}
 	c := config{listen: *listen, brokers: *brokers, auditTopic: strings.TrimSpace(*auditTopic),
 		control: control.Topics{Settings: strings.TrimSpace(*settingsTopic), Revocations: strings.TrimSpace(*revocationsTopic)},
-		keyFile: *keyFile, adminsFile: *adminsFile, providers: *providers, metricsListen: *metricsListen,
+		keyFile: *keyFile, adminsFile: *adminsFile, providers: *providers, metricsListen: *metricsListen, maxDEKCacheTTL: *maxTTL,
 		logLevel: strings.ToLower(*logLevel), workerID: *workerID, kms: registry.Options{InsecureLoopback: *insecure}}
 	if _, _, err := net.SplitHostPort(c.listen); err != nil {
 		return config{}, fmt.Errorf("-listen (BYOK_SETTINGS_LISTEN) %q is not host:port", c.listen)
@@ -89,6 +93,9 @@ func parseConfig(args []string) (config, error) {
 		return config{}, errors.New("-admins-file (BYOK_SETTINGS_ADMINS_FILE) is required")
 	}
 	known := registry.Providers()
+	if c.maxDEKCacheTTL <= 0 {
+		return config{}, fmt.Errorf("-max-dek-cache-ttl (BYOK_SETTINGS_MAX_DEK_CACHE_TTL) %s must be positive", c.maxDEKCacheTTL)
+	}
 	if len(c.providers) == 0 {
 		return config{}, errors.New("-providers (BYOK_SETTINGS_PROVIDERS) is empty")
 	}
@@ -155,7 +162,7 @@ func run(ctx context.Context, cfg config, log zerolog.Logger) error {
 	counts := newChangeCounts()
 	h, err := api.NewHandler(api.Config{
 		Store: store, Admins: admins, Key: key, Audit: audit.NewLog(sink, cfg.workerID), KMS: cfg.kms,
-		Providers: cfg.providers, WorkerID: cfg.workerID, Log: log, OnChange: counts.add,
+		Providers: cfg.providers, MaxDEKCacheTTL: cfg.maxDEKCacheTTL, WorkerID: cfg.workerID, Log: log, OnChange: counts.add,
 	})
 	if err != nil {
 		return err

@@ -57,9 +57,13 @@ type TenantSettings struct {
 	// updated_by is the admin who saved the settings.
 	UpdatedBy string `protobuf:"bytes,9,opt,name=updated_by,json=updatedBy,proto3" json:"updated_by,omitempty"`
 	// revision counts saves of this tenant's settings from 1.
-	Revision      uint64 `protobuf:"varint,10,opt,name=revision,proto3" json:"revision,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Revision uint64 `protobuf:"varint,10,opt,name=revision,proto3" json:"revision,omitempty"`
+	// dek_cache_ttl_seconds is the customer's ceiling on how long a reader may serve reads with a
+	// DEK its KMS unwrapped — and so the longest reads go on after a KMS-level revocation. 0: the
+	// operator's default. Readers clamp it to their own ceiling (-dek-ttl, default 60 s).
+	DekCacheTtlSeconds uint32 `protobuf:"varint,11,opt,name=dek_cache_ttl_seconds,json=dekCacheTtlSeconds,proto3" json:"dek_cache_ttl_seconds,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *TenantSettings) Reset() {
@@ -158,6 +162,13 @@ func (x *TenantSettings) GetUpdatedBy() string {
 func (x *TenantSettings) GetRevision() uint64 {
 	if x != nil {
 		return x.Revision
+	}
+	return 0
+}
+
+func (x *TenantSettings) GetDekCacheTtlSeconds() uint32 {
+	if x != nil {
+		return x.DekCacheTtlSeconds
 	}
 	return 0
 }
@@ -284,7 +295,7 @@ var File_byok_v1_control_proto protoreflect.FileDescriptor
 
 const file_byok_v1_control_proto_rawDesc = "" +
 	"\n" +
-	"\x15byok/v1/control.proto\x12\abyok.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xec\x02\n" +
+	"\x15byok/v1/control.proto\x12\abyok.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9f\x03\n" +
 	"\x0eTenantSettings\x12%\n" +
 	"\x0eschema_version\x18\x01 \x01(\rR\rschemaVersion\x12\x1b\n" +
 	"\ttenant_id\x18\x02 \x01(\tR\btenantId\x12\x18\n" +
@@ -298,7 +309,8 @@ const file_byok_v1_control_proto_rawDesc = "" +
 	"\n" +
 	"updated_by\x18\t \x01(\tR\tupdatedBy\x12\x1a\n" +
 	"\brevision\x18\n" +
-	" \x01(\x04R\brevision\"\xb2\x02\n" +
+	" \x01(\x04R\brevision\x121\n" +
+	"\x15dek_cache_ttl_seconds\x18\v \x01(\rR\x12dekCacheTtlSeconds\"\xb2\x02\n" +
 	"\n" +
 	"Revocation\x12%\n" +
 	"\x0eschema_version\x18\x01 \x01(\rR\rschemaVersion\x12#\n" +

@@ -43,6 +43,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/byok-io/byok/pkg/audit"
+	"github.com/byok-io/byok/pkg/deccache"
 	byokv1 "github.com/byok-io/byok/pkg/gen/byokv1"
 	"github.com/byok-io/byok/pkg/kms"
 	"github.com/byok-io/byok/pkg/kms/registry"
@@ -91,6 +92,9 @@ type Config struct {
 	KMS registry.Options
 	// Providers are the provider names accepted (default DefaultProviders).
 	Providers []string
+	// MaxDEKCacheTTL is the largest DEK cache TTL a customer may save: the readers' ceiling
+	// (-dek-ttl; default 60s).
+	MaxDEKCacheTTL time.Duration
 	// WorkerID is this process's name: the actor_service of its audit events.
 	WorkerID string
 	Log      zerolog.Logger
@@ -125,6 +129,9 @@ func (c *Config) validate() error {
 	c.Providers = slices.Sorted(slices.Values(c.Providers))
 	if c.WorkerID == "" {
 		c.WorkerID = "settings"
+	}
+	if c.MaxDEKCacheTTL <= 0 {
+		c.MaxDEKCacheTTL = deccache.DefaultTTL
 	}
 	if c.Now == nil {
 		c.Now = time.Now

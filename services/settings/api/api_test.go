@@ -765,3 +765,26 @@ func TestNewHandlerNeedsItsParts(t *testing.T) {
 		t.Fatalf("NewHandler(provider aws) err = %v", err)
 	}
 }
+
+// TestDEKCacheTTL: the customer sets how long readers may use a DEK their KMS unwrapped, up to
+// the deployment's maximum; omitting it keeps the saved value; it is published with the settings.
+func TestDEKCacheTTL(t *testing.T) {
+	f := newFixture(t)
+	f.enable(t, kekAcme)
+	if status, body := f.put(t, map[string]any{"enabled": true, "dek_cache_ttl_seconds": 15}); status != http.StatusOK {
+		t.Fatalf("PUT with a 15 s TTL = %d %s", status, body)
+	}
+	if ts, _ := f.store.Settings("acme"); ts.DekCacheTtlSeconds != 15 {
+		t.Fatalf("stored TTL = %d, want 15", ts.DekCacheTtlSeconds)
+	}
+	if status, body := f.put(t, map[string]any{"enabled": true}); status != http.StatusOK || !strings.Contains(string(body), `"dek_cache_ttl_seconds":15`) {
+		t.Fatalf("PUT without a TTL = %d %s, want the saved 15 kept", status, body)
+	}
+	status, body := f.put(t, map[string]any{"enabled": true, "dek_cache_ttl_seconds": 61})
+	if status != http.StatusBadRequest || !strings.Contains(string(body), "maximum of 60") {
+		t.Fatalf("PUT with 61 s = %d %s, want 400 naming the maximum", status, body)
+	}
+	if status, body := f.do(t, aliceToken, http.MethodGet, "/v1/tenants", nil); status != http.StatusOK || !strings.Contains(string(body), `"max_dek_cache_ttl_seconds":60`) {
+		t.Fatalf("GET /v1/tenants = %d %s, want the maximum shown", status, body)
+	}
+}

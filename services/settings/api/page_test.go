@@ -103,7 +103,8 @@ func TestSettingsPageInChromium(t *testing.T) {
 		t.Fatalf("toggle hint = %q", got)
 	}
 
-	// Toggle on, type key id and credential, save.
+	// Toggle on, type key id and credential, shorten the DEK cache, save.
+	eval[bool](t, ctx, `(() => { document.getElementById('dek-ttl').value = '20'; return true; })()`)
 	steps(t, ctx, "fill in and save",
 		chromedp.Click(chromedp.CSS("label.switch")),
 		chromedp.SetValue(chromedp.ID("provider"), "local"),
@@ -113,8 +114,8 @@ func TestSettingsPageInChromium(t *testing.T) {
 	)
 	waitFor(t, ctx, "the save to succeed", fmt.Sprintf(statusIs, "ok", "Saved. Advanced encryption is on"))
 	ts, ok := f.store.Settings("globex")
-	if !ok || !ts.Enabled || ts.Provider != "local" || ts.KekId != kekGlobex || ts.UpdatedBy != "alice" || ts.Revision != 1 {
-		t.Fatalf("stored settings = %v, want globex enabled with local/%s by alice, revision 1", ts, kekGlobex)
+	if !ok || !ts.Enabled || ts.Provider != "local" || ts.KekId != kekGlobex || ts.UpdatedBy != "alice" || ts.Revision != 1 || ts.DekCacheTtlSeconds != 20 {
+		t.Fatalf("stored settings = %v, want globex enabled with local/%s by alice, revision 1, DEK cache TTL 20 s", ts, kekGlobex)
 	}
 	c, err := settings.ToConfig(ts, f.key)
 	if err != nil || string(c.Credential) != cred {

@@ -32,6 +32,10 @@ type SettingsView struct {
 	UpdatedBy     string     `json:"updated_by,omitempty"`
 	// Revision counts saves from 1; 0 means never saved.
 	Revision uint64 `json:"revision"`
+	// DEKCacheTTLSeconds is how long readers may serve reads with a DEK the KMS unwrapped (the
+	// customer's ceiling, and so the longest reads go on after a revocation in the KMS); 0: the
+	// deployment's default.
+	DEKCacheTTLSeconds uint32 `json:"dek_cache_ttl_seconds"`
 }
 
 // TenantsResponse is the answer of GET /v1/tenants.
@@ -41,6 +45,9 @@ type TenantsResponse struct {
 	// Providers are the provider names this deployment accepts.
 	Providers []string       `json:"providers"`
 	Tenants   []SettingsView `json:"tenants"`
+	// MaxDEKCacheTTLSeconds is the largest dek_cache_ttl_seconds this deployment accepts (its
+	// readers' ceiling).
+	MaxDEKCacheTTLSeconds uint32 `json:"max_dek_cache_ttl_seconds"`
 }
 
 // SettingsRequest is the body of PUT /v1/tenants/{tenant}/settings. Empty Provider, KEKID and an
@@ -54,9 +61,11 @@ type SettingsRequest struct {
 	// Credential is the provider's credential: a JSON object, or a string holding one (as the
 	// page's text area sends it).
 	Credential json.RawMessage `json:"credential,omitempty"`
+	// DEKCacheTTLSeconds sets SettingsView.DEKCacheTTLSeconds (omitted: keep; 0: the default).
+	DEKCacheTTLSeconds *uint32 `json:"dek_cache_ttl_seconds,omitempty"`
 }
 
-const settingsShape = `{"enabled": bool, "provider": "...", "kek_id": "...", "credential": {...} or "..."}`
+const settingsShape = `{"enabled": bool, "provider": "...", "kek_id": "...", "credential": {...} or "...", "dek_cache_ttl_seconds": 0..max}`
 
 // PurposeEnable, PurposeDisable and PurposeUpdate are the purposes of settings_change audit
 // events.
@@ -77,7 +86,7 @@ func view(tenantID string, ts *byokv1.TenantSettings) SettingsView {
 	}
 	v.Enabled, v.Provider, v.KEKID = ts.Enabled, ts.Provider, ts.KekId
 	v.CredentialSet = len(ts.SealedCredential) > 0
-	v.UpdatedBy, v.Revision = ts.UpdatedBy, ts.Revision
+	v.UpdatedBy, v.Revision, v.DEKCacheTTLSeconds = ts.UpdatedBy, ts.Revision, ts.DekCacheTtlSeconds
 	if ts.UpdatedAt != nil {
 		t := ts.UpdatedAt.AsTime().UTC()
 		v.UpdatedAt = &t
@@ -86,7 +95,8 @@ func view(tenantID string, ts *byokv1.TenantSettings) SettingsView {
 }
 
 func (s *server) listTenants(w http.ResponseWriter, _ *http.Request, req *request) {
-	resp := TenantsResponse{Admin: req.admin.Name, Providers: s.cfg.Providers, Tenants: []SettingsView{}}
+	resp := TenantsResponse{Admin: req.admin.Name, Providers: s.cfg.Providers, Tenants: []SettingsView{},
+		MaxDEKCacheTTLSeconds: uint32(s.cfg.MaxDEKCacheTTL / time.Second)}
 	for _, t := range req.admin.Tenants {
 		ts, _ := s.cfg.Store.Settings(t)
 		resp.Tenants = append(resp.Tenants, view(t, ts))
@@ -154,6 +164,10 @@ func (s *server) putSettings(w http.ResponseWriter, r *http.Request, req *reques
 		writeError(w, http.StatusBadRequest, msg)
 		return
 	}
+	if t := body.DEKCacheTTLSeconds; t != nil && time.Duration(*t)*time.Second > s.cfg.MaxDEKCacheTTL {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("dek_cache_ttl_seconds %d is above this deployment's maximum of %d", *t, s.cfg.MaxDEKCacheTTL/time.Second))
+		return
+	}
 	cred, given, msg := parseCredential(body.Credential)
 	if msg != "" {
 		writeError(w, http.StatusBadRequest, msg)
@@ -174,6 +188,11 @@ func (s *server) putSettings(w http.ResponseWriter, r *http.Request, req *reques
 		UpdatedAt:     timestamppb.New(s.cfg.Now()),
 		UpdatedBy:     req.admin.Name,
 		Revision:      prev.GetRevision() + 1,
+
+		DekCacheTtlSeconds: prev.GetDekCacheTtlSeconds(),
+	}
+	if body.DEKCacheTTLSeconds != nil {
+		next.DekCacheTtlSeconds = *body.DEKCacheTTLSeconds
 	}
 	if given {
 		sealed, err := settings.Seal(s.cfg.Key, req.tenantID, cred)

@@ -82,6 +82,9 @@
       return;
     }
     state.providers = data.providers || [];
+    const maxTTL = data.max_dek_cache_ttl_seconds || 0;
+    $('dek-ttl').max = maxTTL;
+    $('dek-ttl-hint').textContent = 'How long byok may reuse a key your KMS gave it before asking again, and so the longest reading can go on after you revoke access in your KMS. 0: the default; at most ' + maxTTL + ' s.';
     state.tenants = data.tenants || [];
     $('who').textContent = 'Signed in as ' + data.admin;
     const sel = $('tenant');
@@ -120,6 +123,7 @@
     for (const p of names) sel.append(new Option(PROVIDER_LABELS[p] || p, p));
     sel.value = v.provider || names[0] || '';
     $('kek-id').value = v.kek_id || '';
+    $('dek-ttl').value = String(v.dek_cache_ttl_seconds || 0);
     const cred = $('credential');
     cred.value = '';
     cred.placeholder = v.credential_set ? PLACEHOLDER_STORED : PLACEHOLDER_NEW;
@@ -144,6 +148,8 @@
     const body = { enabled: $('enabled').checked, provider: $('provider').value, kek_id: $('kek-id').value.trim() };
     const cred = $('credential').value.trim();
     if (cred) body.credential = cred;
+    const ttl = $('dek-ttl').value.trim();
+    if (ttl !== '') body.dek_cache_ttl_seconds = Number(ttl);
     const button = $('save');
     button.disabled = true;
     setStatus($('status'), 'pending', body.enabled ? 'Checking the key with your KMS…' : 'Saving…');
