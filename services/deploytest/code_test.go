@@ -13,8 +13,7 @@ import (
 )
 
 // daemons are the services that run as long-lived processes and so are deployed.
-// services/forwarder joins once it has a main.go (see TestForwarderReserved).
-var daemons = []string{"ingest", "encryptor", "auditor", "reader", "settings"}
+var daemons = []string{"ingest", "encryptor", "auditor", "reader", "settings", "forwarder"}
 
 // repoRoot is the repository root: this package lives in services/deploytest.
 func repoRoot(t *testing.T) string {
@@ -132,6 +131,7 @@ func TestCodeEnvScanFindsKnownSettings(t *testing.T) {
 		"auditor":   {"BYOK_CLICKHOUSE_ADDR", "BYOK_AUDITOR_GROUP"},
 		"reader":    {"BYOK_READER_LISTEN", "BYOK_READER_CALLERS_FILE", "BYOK_SETTINGS_KEY_FILE", "BYOK_TENANTS_FILE"},
 		"settings":  {"BYOK_SETTINGS_LISTEN", "BYOK_SETTINGS_ADMINS_FILE", "BYOK_SETTINGS_KEY_FILE", "BYOK_SETTINGS_PROVIDERS"},
+		"forwarder": {"BYOK_FORWARD_TARGETS_FILE", "BYOK_FORWARDER_GROUP", "BYOK_AUDIT_TOPIC", "BYOK_METRICS_LISTEN"},
 	}
 	for svc, names := range want {
 		ce := serviceEnv(t, svc)
@@ -141,24 +141,21 @@ func TestCodeEnvScanFindsKnownSettings(t *testing.T) {
 			}
 		}
 	}
-	if got := serviceEnv(t, "ingest").names["BYOK_TENANTS_FILE"]; got {
-		t.Errorf("scan of services/ingest found BYOK_TENANTS_FILE, which ingest does not read (the scan reaches too far)")
+	for _, svc := range []string{"ingest", "forwarder"} {
+		if got := serviceEnv(t, svc).names["BYOK_TENANTS_FILE"]; got {
+			t.Errorf("scan of services/%s found BYOK_TENANTS_FILE, which %s does not read (the scan reaches too far)", svc, svc)
+		}
 	}
 	for svc, want := range map[string]map[string]string{
-		"ingest":   {"BYOK_INGEST_LISTEN": "127.0.0.1:8080"},
-		"reader":   {"BYOK_READER_LISTEN": "127.0.0.1:8090", "BYOK_METRICS_LISTEN": "127.0.0.1:9104"},
-		"settings": {"BYOK_SETTINGS_LISTEN": "127.0.0.1:8091", "BYOK_METRICS_LISTEN": "127.0.0.1:9105"},
+		"ingest":    {"BYOK_INGEST_LISTEN": "127.0.0.1:8080"},
+		"reader":    {"BYOK_READER_LISTEN": "127.0.0.1:8090", "BYOK_METRICS_LISTEN": "127.0.0.1:9104"},
+		"settings":  {"BYOK_SETTINGS_LISTEN": "127.0.0.1:8091", "BYOK_METRICS_LISTEN": "127.0.0.1:9105"},
+		"forwarder": {"BYOK_METRICS_LISTEN": "127.0.0.1:9103", "BYOK_FORWARDER_GROUP": "byok-forwarder"},
 	} {
 		for name, def := range want {
 			if got := serviceEnv(t, svc).defaults[name]; got != def {
 				t.Errorf("services/%s: default of %s = %q, want %s", svc, name, got, def)
 			}
 		}
-	}
-}
-
-func TestForwarderReserved(t *testing.T) {
-	if _, err := os.Stat(filepath.Join(repoRoot(t), "services", "forwarder", "main.go")); err == nil {
-		t.Logf("services/forwarder/main.go exists: add it to daemons, docker-compose.yml (reserved block) and deploy/k8s")
 	}
 }

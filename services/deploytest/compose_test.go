@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"maps"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -116,7 +117,7 @@ func TestComposeHealthChecksAndDependencies(t *testing.T) {
 	// The init jobs must run before the services that rely on the topics and the Vault key.
 	// (The settings key's init job: TestComposeSettingsKey.)
 	for svc, jobs := range map[string][]string{"ingest": {"init-kafka"}, "encryptor": {"init-kafka", "init-vault"}, "auditor": {"init-kafka"},
-		"reader": {"init-kafka"}, "settings": {"init-kafka"}} {
+		"reader": {"init-kafka"}, "settings": {"init-kafka"}, "forwarder": {"init-kafka"}} {
 		for _, j := range jobs {
 			if d, ok := p.Services[svc].DependsOn[j]; !ok || d.Condition != types.ServiceConditionCompletedSuccessfully {
 				t.Errorf("service %s: depends_on %s = %+v, want condition service_completed_successfully", svc, j, d)
@@ -558,16 +559,21 @@ func credentialEnvs(f tenant.File) map[string]bool {
 
 func TestComposeEnvIsReadByCode(t *testing.T) {
 	p := loadCompose(t)
-	creds := map[string]bool{} // of every service's tenants file
+	creds := map[string]bool{} // of every service's tenants file and forwarder targets file
 	for _, svc := range daemons {
 		s := p.Services[svc]
 		ce := serviceEnv(t, svc)
 		f, _ := composeTenants(t, p, svc)
 		own := credentialEnvs(f)
+		if tf, ok := composeTargets(t, p, svc); ok {
+			for name := range secretEnvs(tf) {
+				own[name] = true // a webhook's HMAC key, read by a name that is data, as credential_env
+			}
+		}
 		maps.Copy(creds, own)
 		for name := range own {
 			if _, ok := envMap(s.Environment)[name]; !ok {
-				t.Errorf("%s: its tenants file names credential_env %s, but its environment does not set it", svc, name)
+				t.Errorf("%s: its tenants or targets file names %s (credential_env, secret_env), but its environment does not set it", svc, name)
 			}
 		}
 		check := func(where, name string) {
@@ -659,28 +665,33 @@ func TestComposePorts(t *testing.T) {
 	}
 }
 
+// composeServes says why addr (host:port) is not served inside the compose network: the host must
+// be a compose service and the port one that service exposes or publishes. "" when it is.
+func composeServes(t *testing.T, p *types.Project, addr string) string {
+	t.Helper()
+	host, port := splitHostPort(t, addr)
+	s, ok := p.Services[host]
+	if !ok {
+		return "no compose service " + host
+	}
+	for _, e := range s.Expose {
+		if e == strconv.Itoa(int(port)) {
+			return ""
+		}
+	}
+	for _, pc := range s.Ports {
+		if pc.Target == port {
+			return ""
+		}
+	}
+	return "service " + host + " does not expose port " + strconv.Itoa(int(port))
+}
+
 // TestComposeAddressesResolve checks every address a byok service dials: the host is a compose
 // service and the port is one that service exposes.
 func TestComposeAddressesResolve(t *testing.T) {
 	p := loadCompose(t)
-	serves := func(addr string) string {
-		host, port := splitHostPort(t, addr)
-		s, ok := p.Services[host]
-		if !ok {
-			return "no compose service " + host
-		}
-		for _, e := range s.Expose {
-			if e == strconv.Itoa(int(port)) {
-				return ""
-			}
-		}
-		for _, pc := range s.Ports {
-			if pc.Target == port {
-				return ""
-			}
-		}
-		return "service " + host + " does not expose port " + strconv.Itoa(int(port))
-	}
+	serves := func(addr string) string { return composeServes(t, p, addr) }
 	for _, svc := range daemons {
 		env := envMap(p.Services[svc].Environment)
 		for _, name := range []string{"BYOK_KAFKA_BROKERS", "BYOK_CLICKHOUSE_ADDR"} {
@@ -716,6 +727,27 @@ func TestComposeAddressesResolve(t *testing.T) {
 			}
 			if want := envMap(p.Services["vault"].Environment)["VAULT_DEV_ROOT_TOKEN_ID"]; cred.Token != want {
 				t.Errorf("%s: %s token does not match the dev Vault's root token", svc, name)
+			}
+		}
+	}
+	// The forwarder's webhooks: the demo stack's receivers are compose services too (nothing
+	// leaves this machine).
+	for _, svc := range daemons {
+		tf, ok := composeTargets(t, p, svc)
+		if !ok {
+			continue
+		}
+		for id, c := range tf.Tenants {
+			if c.Webhook == nil {
+				continue // refused by the forwarder's parser: TestComposeForwarder
+			}
+			u, err := url.Parse(c.Webhook.URL)
+			if err != nil || u.Port() == "" {
+				t.Errorf("%s: tenant %s: webhook url %q: want scheme://host:port/path (%v)", svc, id, c.Webhook.URL, err)
+				continue
+			}
+			if why := serves(u.Host); why != "" {
+				t.Errorf("%s: tenant %s: webhook %s: %s", svc, id, c.Webhook.URL, why)
 			}
 		}
 	}

@@ -5,7 +5,8 @@
 // service's Go sources read, every port must be the one the service listens on, every probe,
 // selector, budget and autoscaler must point at something that exists. Nothing here starts a
 // container; no Docker engine or cluster is needed. What can run without one does: the compose
-// scripts that check Kafka connectivity and make the settings key run with this machine's sh, and
-// the code that creates the control topics runs against an in-process Kafka (kfake), to compare
-// with the topics compose's init job makes.
+// scripts that check Kafka connectivity and make the settings key run with this machine's sh, the
+// code that creates the control topics runs against an in-process Kafka (kfake), to compare with
+// the topics compose's init job makes, and a real forwarder with compose's targets file delivers
+// audit events from kfake to compose's demo webhook receiver, run with this machine's python3.
 package deploytest
