@@ -21,7 +21,7 @@ func Apply(view *control.View, dir *tenant.Directory, key *Key, log zerolog.Logg
 		c, err := ToConfig(ts, key)
 		if err != nil {
 			log.Error().Str("tenant_id", ts.TenantId).Err(err).Msg("saved settings unusable here; the tenant's messages are held")
-			c = tenant.Config{Enabled: true, Provider: ts.Provider, KEKID: ts.KekId} // no credential: fails closed
+			c = tenant.Config{Enabled: true, Provider: ts.Provider, KEKID: ts.KekId, Revision: ts.Revision} // no credential: fails closed
 		}
 		dir.SetTenant(ts.TenantId, c)
 	}

@@ -61,7 +61,16 @@ func TestApplyFollowsSavedSettings(t *testing.T) {
 	if err != nil || k.KEKID() != "kek-a" {
 		t.Fatalf("KMSFor(acme) after enabling = %v, %v", k, err)
 	}
-	view.ApplySettings("acme", record("acme", false, key, 2))
+	// Re-saving the same settings (a new revision) is a change: every worker reopens the client
+	// and drops its cached DEKs — how a customer flushes DEKs after rotating the KEK.
+	var changed []string
+	dir.OnChange(func(ids []string) { changed = append(changed, ids...) })
+	view.ApplySettings("acme", record("acme", true, key, 1)) // the same revision again: no change
+	view.ApplySettings("acme", record("acme", true, key, 2))
+	if len(changed) != 1 || changed[0] != "acme" {
+		t.Fatalf("changes after re-saving = %v, want [acme] once", changed)
+	}
+	view.ApplySettings("acme", record("acme", false, key, 3))
 	if _, err := dir.KMSFor("acme"); !errors.Is(err, dek.ErrNoKMS) {
 		t.Fatalf("KMSFor(acme) after disabling err = %v, want ErrNoKMS", err)
 	}

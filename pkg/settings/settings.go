@@ -195,7 +195,7 @@ func ToConfig(ts *byokv1.TenantSettings, key *Key) (tenant.Config, error) {
 	if ts.SchemaVersion != SchemaVersion {
 		return tenant.Config{}, fmt.Errorf("%w: tenant %s: schema_version %d is not supported (want %d)", ErrInvalid, ts.TenantId, ts.SchemaVersion, SchemaVersion)
 	}
-	c := tenant.Config{Enabled: ts.Enabled, Provider: ts.Provider, KEKID: ts.KekId}
+	c := tenant.Config{Enabled: ts.Enabled, Provider: ts.Provider, KEKID: ts.KekId, Revision: ts.Revision}
 	if !ts.Enabled {
 		return c, nil
 	}

@@ -36,6 +36,10 @@ type Config struct {
 	Credential     json.RawMessage `json:"credential,omitempty"`
 	CredentialEnv  string          `json:"credential_env,omitempty"`
 	CredentialFile string          `json:"credential_file,omitempty"`
+	// Revision is the saved settings' revision (settings layer only; not in tenants files). Any
+	// new revision counts as a change, even with the same key and credential: re-saving the
+	// settings is how a customer makes every worker drop its cached DEKs (after a KEK rotation).
+	Revision uint64 `json:"-"`
 }
 
 // File is the layout of a tenants file: {"tenants": {"<tenant id>": Config, ...}}.
@@ -218,7 +222,7 @@ func (d *Directory) rebuild() {
 }
 
 func sameConfig(a, b Config) bool {
-	return a.Enabled == b.Enabled && a.Provider == b.Provider && a.KEKID == b.KEKID &&
+	return a.Enabled == b.Enabled && a.Provider == b.Provider && a.KEKID == b.KEKID && a.Revision == b.Revision &&
 		string(a.Credential) == string(b.Credential) && a.CredentialEnv == b.CredentialEnv &&
 		a.CredentialFile == b.CredentialFile
 }
