@@ -185,6 +185,44 @@ var cases = []anomalyCase{
 		},
 	},
 	{
+		// Reads served from a reader's DEK cache are decryptions too: a bulk read from the cache
+		// is a spike like one through the KMS.
+		query: "unwrap_spikes",
+		plant: func(g *gen) {
+			minute := now.Add(-25 * time.Minute)
+			for i := 0; i < 30; i++ {
+				g.add("acme", minute.Add(time.Duration(i)*time.Second), "read_cached", "reader", "alice", "render", 10, audit.ResultOK, "")
+			}
+		},
+		check: func(t *testing.T, fs []anomaly.Finding) {
+			f := one(t, fs, "acme", now.Add(-25*time.Minute))
+			if d := num(t, f, "unwrapped_deks"); d < 300 || d > 400 {
+				t.Errorf("unwrapped_deks = %v, want 300 cached reads + the minute's usual few", d)
+			}
+		},
+	},
+	{
+		query: "control_changes",
+		plant: func(g *gen) {
+			g.add("globex", now.Add(-40*time.Minute), audit.OpSettingsChange, "settings", "alice", "disable", 0, audit.ResultOK, "")
+			g.scopes = []*byokv1.AuditScope{{ChatId: "globex-chat-7", Day: "2026-03-01..2026-03-31"}}
+			g.add("globex", now.Add(-35*time.Minute), audit.OpRevoke, "settings", "alice", "chat_days", 1, audit.ResultOK, "")
+		},
+		check: func(t *testing.T, fs []anomaly.Finding) {
+			if len(fs) != 2 {
+				t.Fatalf("findings = %+v, want the settings change and the revocation", fs)
+			}
+			c, r := fs[0], fs[1]
+			if c.TenantID != "globex" || !c.At.Equal(now.Add(-40*time.Minute)) || c.Field("operation") != audit.OpSettingsChange ||
+				c.Field("purpose") != "disable" || c.Field("actor_user") != "alice" || c.Field("result") != audit.ResultOK {
+				t.Errorf("first finding = %s at %v, want globex settings_change disable by alice", c.Detail, c.At)
+			}
+			if r.Field("operation") != audit.OpRevoke || r.Field("chats") != "globex-chat-7" || r.Field("days") != "2026-03-01..2026-03-31" {
+				t.Errorf("second finding = %s, want the revocation of globex-chat-7 for March", r.Detail)
+			}
+		},
+	},
+	{
 		query: "failure_bursts",
 		plant: func(g *gen) {
 			minute := now.Add(-10 * time.Minute)
@@ -358,8 +396,8 @@ func TestRunAllEveryQuery(t *testing.T) {
 		t.Fatal(err)
 	}
 	qs, _ := anomaly.Queries()
-	if len(all) != len(qs) || len(qs) != 6 {
-		t.Fatalf("RunAll() = %d results, queries %d; want 6", len(all), len(qs))
+	if len(all) != len(qs) || len(qs) != 7 {
+		t.Fatalf("RunAll() = %d results, queries %d; want 7", len(all), len(qs))
 	}
 	for _, c := range cases {
 		if c.now.IsZero() && len(all[c.query]) == 0 {

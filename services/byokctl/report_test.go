@@ -103,16 +103,16 @@ func TestAuditReport(t *testing.T) {
 	if sec := section("new_actors"); !strings.Contains(sec, "mallory") || strings.Contains(sec, "alice") {
 		t.Errorf("new_actors section = %q, want mallory (never seen before) and not alice", sec)
 	}
-	for _, q := range []string{"unwrap_spikes", "failure_bursts", "off_hours", "unusual_batches"} {
+	for _, q := range []string{"unwrap_spikes", "failure_bursts", "off_hours", "unusual_batches", "control_changes"} {
 		if sec := section(q); !strings.Contains(sec, "no findings") {
 			t.Errorf("%s section = %q, want no findings", q, sec)
 		}
 	}
-	if !strings.Contains(out, "window 2026-03-12 13:30:00 – 2026-03-12 14:30:00 UTC") || !strings.Contains(out, "2 findings from 6 queries") {
+	if !strings.Contains(out, "window 2026-03-12 13:30:00 – 2026-03-12 14:30:00 UTC") || !strings.Contains(out, "2 findings from 7 queries") {
 		t.Errorf("report header/footer wrong:\n%s", out)
 	}
 
-	if code, out := report("-tenant", "globex", "-window", "30m", "-baseline", "72h"); code != 0 || strings.Count(out, "no findings") != 6 {
-		t.Errorf("audit report -tenant globex = %d, want 0 and six \"no findings\":\n%s", code, out)
+	if code, out := report("-tenant", "globex", "-window", "30m", "-baseline", "72h"); code != 0 || strings.Count(out, "no findings") != 7 {
+		t.Errorf("audit report -tenant globex = %d, want 0 and seven \"no findings\":\n%s", code, out)
 	}
 }

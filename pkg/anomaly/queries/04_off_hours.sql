@@ -1,6 +1,7 @@
 -- 04_off_hours: unwraps in hours of the day (UTC) when the tenant is normally idle.
 --
--- Finds: per tenant and clock hour of the window, the unwrap calls made in that hour when the
+-- Finds: per tenant and clock hour of the window, the unwrap calls (and reads served from a
+--   reader's DEK cache, operation read_cached) made in that hour when the
 --   tenant's baseline activity (calls of every operation) in the same hour of the day (UTC, 0-23)
 --   is below @hour_max_share of its baseline activity, and there are at least @hour_min_unwraps
 --   of them. A tenant whose people work 08-18 UTC has ~0 share at 03:00, so decrypting at 03:00
@@ -57,7 +58,7 @@ FROM
         (
             SELECT tenant_id, minute, groupUniqArrayMerge(calls) AS c
             FROM audit_events_per_minute
-            WHERE operation = 'unwrap' AND (@tenant = '' OR tenant_id = @tenant)
+            WHERE operation IN ('unwrap', 'read_cached') AND (@tenant = '' OR tenant_id = @tenant)
               AND minute >= @now - @window_s AND minute < @now
             GROUP BY tenant_id, minute, operation, result, purpose, actor_service
         )

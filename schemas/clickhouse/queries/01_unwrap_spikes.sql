@@ -1,7 +1,9 @@
 -- 01_unwrap_spikes: minutes in which a tenant unwrapped (decrypted) far more DEKs than usual.
 --
 -- Finds: per tenant and minute of the window, the DEKs unwrapped (sum of dek_count over every
---   unwrap call, whatever its result) when that number is at least @spike_min_deks AND above the
+--   unwrap call, whatever its result, and every read served from a reader's DEK cache — operation
+--   read_cached: a decryption too, so bulk reading from the cache cannot hide) when that number is
+--   at least @spike_min_deks AND above the
 --   tenant's own baseline: mean + @spike_k × stddev of DEKs unwrapped per minute over the baseline
 --   period. Empty baseline minutes count as 0 (a tenant busy 9 hours a day has a low mean and a
 --   wide stddev, so ordinary busy minutes stay below the line). A tenant with no baseline at all
@@ -48,7 +50,7 @@ FROM
         (
             SELECT tenant_id, minute, groupUniqArrayMerge(calls) AS c
             FROM audit_events_per_minute
-            WHERE operation = 'unwrap' AND (@tenant = '' OR tenant_id = @tenant)
+            WHERE operation IN ('unwrap', 'read_cached') AND (@tenant = '' OR tenant_id = @tenant)
               AND minute >= @now - @window_s AND minute < @now
             GROUP BY tenant_id, minute
         )
@@ -63,7 +65,7 @@ FROM
             (
                 SELECT tenant_id, minute, groupUniqArrayMerge(calls) AS c
                 FROM audit_events_per_minute
-                WHERE operation = 'unwrap' AND (@tenant = '' OR tenant_id = @tenant)
+                WHERE operation IN ('unwrap', 'read_cached') AND (@tenant = '' OR tenant_id = @tenant)
                   AND minute >= @now - @window_s - @baseline_s AND minute < @now - @window_s
                 GROUP BY tenant_id, minute
             )

@@ -2,10 +2,10 @@
 --
 -- Finds: every call in the window recorded with error_code = 'scope_revoked', grouped per tenant
 --   and actor (service, user, purpose), with the chats and days it tried. 'scope_revoked' is the
---   code the granular revocation feature (not built yet) will record for a call byok refuses
---   BEFORE it reaches the KMS because a scope in it (chat × day) is revoked — invariant 3: refused
---   calls are audited too. Until that feature ships this query finds nothing. There is no baseline:
---   after a revocation every attempt is worth seeing (the threshold is @revoked_min_attempts).
+--   code readers record for a read they refuse BEFORE the cache and the KMS because a scope in it
+--   (chat × day) is under a granular revocation — invariant 3: refused calls are audited too.
+--   There is no baseline: after a revocation every attempt is worth seeing (the threshold is
+--   @revoked_min_attempts).
 -- Reads: audit_events FINAL.
 --
 -- Parameters (named placeholders; 18.16 has no server-side parameters, see "Run by hand"):
