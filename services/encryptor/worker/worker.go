@@ -326,8 +326,9 @@ func (w *Worker) collect(ctx context.Context, fetched <-chan kafka.Message, held
 			}
 		}
 	}
+	// The held gauge is not lowered here: records taken out for a retry still wait for their KMS
+	// until prepare has put them back or finished them (it updates the gauge).
 	*held = keep
-	w.held.Store(int64(len(keep)))
 
 	accept := func(m kafka.Message) {
 		w.consumed.Add(1)
