@@ -246,8 +246,9 @@ func (r *Resolver) KMSFor(tenantID string) (kms.KMS, error) {
 
 // Codes of calls refused by byok before they reach the KMS.
 const (
-	CodeScopeRevoked = "scope_revoked" // the customer revoked the chat or date range (granular revocation)
-	CodePolicy       = "policy"        // byok's own policy refused it (caller not allowed for the tenant, …)
+	CodeScopeRevoked     = "scope_revoked"     // the customer revoked the chat or date range (granular revocation)
+	CodePolicy           = "policy"            // byok's own policy refused it (caller not allowed for the tenant, …)
+	CodeRevocationsStale = "revocations_stale" // the reader could not confirm its revocation list is current
 )
 
 // Refused records a call that byok refused before it reached the tenant's KMS — a revoked scope,

@@ -77,8 +77,9 @@ func Reason(err error) string {
 // Revocation. A scope the customer revoked (a chat, a date range) is refused before the cache and
 // the KMS, and the refusal is recorded with audit's Refused, code "scope_revoked". The revocation
 // list is a followed view of the revocations topic (pkg/control); if it has not been confirmed
-// current within MaxStaleness, every read fails closed: a reader cut off from Kafka must not keep
-// serving scopes revoked meanwhile.
+// current within MaxStaleness, every read fails closed (recorded, when the audit log can be
+// reached, with code "revocations_stale"): a reader cut off from Kafka must not keep serving
+// scopes revoked meanwhile.
 //
 // Audit. Every KMS call goes through Resolver (an *audit.Resolver), recorded with the caller as
 // actor service, on_behalf_of as actor user, and the purpose. Reads the reader refuses (a tenant
@@ -184,10 +185,11 @@ func (r *Reader) Open(ctx context.Context, req ReadRequest, items []ReadItem) ([
 
 	envs := make([]*envelope.Envelope, len(items))
 	keys := make([]deccache.Key, len(items))
-	refused := map[string][]ref{} // tenant → distinct refs refused by policy
-	revoked := map[string][]ref{} // tenant → distinct refs refused by a granular revocation
-	hits := map[string][]ref{}    // tenant → distinct refs found in the cache
-	misses := map[string][]ref{}  // tenant → distinct refs to unwrap
+	refused := map[string][]ref{}   // tenant → distinct refs refused by policy
+	revoked := map[string][]ref{}   // tenant → distinct refs refused by a granular revocation
+	staleRefs := map[string][]ref{} // tenant → distinct refs refused: revocation list not current
+	hits := map[string][]ref{}      // tenant → distinct refs found in the cache
+	misses := map[string][]ref{}    // tenant → distinct refs to unwrap
 	aeads := map[deccache.Key]cipher.AEAD{}
 	failed := map[deccache.Key]error{}
 	stale := r.Revocations != nil && !r.Revocations.SyncedWithin(cmp.Or(r.MaxStaleness, 5*time.Second))
@@ -216,6 +218,7 @@ func (r *Reader) Open(ctx context.Context, req ReadRequest, items []ReadItem) ([
 		if r.Revocations != nil {
 			if stale {
 				failed[k] = errStale
+				staleRefs[t] = append(staleRefs[t], ref{k, e.Key})
 				continue
 			}
 			if _, ok := r.Revocations.Revoked(e.Scope); ok {
@@ -238,6 +241,9 @@ func (r *Reader) Open(ctx context.Context, req ReadRequest, items []ReadItem) ([
 	}
 	for t, refs := range revoked {
 		r.refuse(ctx, t, audit.CodeScopeRevoked, refs)
+	}
+	for t, refs := range staleRefs {
+		r.refuse(ctx, t, audit.CodeRevocationsStale, refs)
 	}
 	for t, refs := range hits {
 		if err := r.recordCached(ctx, t, refs); err != nil {

@@ -108,6 +108,10 @@ func TestStaleRevocationsFailClosed(t *testing.T) {
 			t.Fatalf("read with a stale revocation list = %+v, want %q", r, ReasonRevocationsStale)
 		}
 	}
+	denied := f.sink.byOp()["unwrap/denied"]
+	if len(denied) != 1 || denied[0].ErrorCode != audit.CodeRevocationsStale || denied[0].DekCount != 3 {
+		t.Fatalf("audit of the refused read = %v, want one denied revocations_stale event for its 3 scopes", denied)
+	}
 	v.stale.Store(false)
 	f.checkOK(t, f.decrypt(t, f.sealed["acme"]))
 }
