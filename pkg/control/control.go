@@ -126,14 +126,20 @@ func (r Rule) Matches(s scope.Scope) bool {
 	return true
 }
 
-// Describe is a short human form of what a revocation covers, e.g. "chat c-1, 2026-01-01..2026-01-31".
+// Describe is a short human form of what a revocation covers, e.g. "chat c-1,
+// 2026-01-01..2026-01-31", "every chat, from 2026-03-01", "chat c-2, every day".
 func Describe(r *byokv1.Revocation) string {
 	what := "every chat"
 	if r.ChatId != "" {
 		what = "chat " + r.ChatId
 	}
-	if r.FromDay == "" && r.ToDay == "" {
+	switch {
+	case r.FromDay == "" && r.ToDay == "":
 		return what + ", every day"
+	case r.ToDay == "":
+		return what + ", from " + r.FromDay
+	case r.FromDay == "":
+		return what + ", until " + r.ToDay
 	}
 	return what + ", " + r.FromDay + ".." + r.ToDay
 }

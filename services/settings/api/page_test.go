@@ -104,14 +104,17 @@ func TestSettingsPageInChromium(t *testing.T) {
 	}
 
 	// Toggle on, type key id and credential, shorten the DEK cache, save.
-	eval[bool](t, ctx, `(() => { document.getElementById('dek-ttl').value = '20'; return true; })()`)
-	steps(t, ctx, "fill in and save",
+	steps(t, ctx, "fill in",
 		chromedp.Click(chromedp.CSS("label.switch")),
 		chromedp.SetValue(chromedp.ID("provider"), "local"),
 		chromedp.SendKeys(chromedp.ID("kek-id"), kekGlobex),
 		chromedp.SendKeys(chromedp.ID("credential"), cred),
-		chromedp.Click(chromedp.ID("save")),
+		chromedp.SendKeys(chromedp.ID("dek-ttl"), "\b20"), // replace the shown 0
 	)
+	if got := eval[string](t, ctx, `document.getElementById('dek-ttl').value`); got != "20" {
+		t.Fatalf("DEK cache field = %q after typing, want 20", got)
+	}
+	steps(t, ctx, "save", chromedp.Click(chromedp.ID("save")))
 	waitFor(t, ctx, "the save to succeed", fmt.Sprintf(statusIs, "ok", "Saved. Advanced encryption is on"))
 	ts, ok := f.store.Settings("globex")
 	if !ok || !ts.Enabled || ts.Provider != "local" || ts.KekId != kekGlobex || ts.UpdatedBy != "alice" || ts.Revision != 1 || ts.DekCacheTtlSeconds != 20 {

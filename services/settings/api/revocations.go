@@ -8,6 +8,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/byok-io/byok/pkg/audit"
+	"github.com/byok-io/byok/pkg/control"
 	byokv1 "github.com/byok-io/byok/pkg/gen/byokv1"
 	"github.com/byok-io/byok/pkg/scope"
 )
@@ -54,28 +55,12 @@ const (
 
 func revocationView(r *byokv1.Revocation) RevocationView {
 	v := RevocationView{RevocationID: r.RevocationId, TenantID: r.TenantId, ChatID: r.ChatId, FromDay: r.FromDay,
-		ToDay: r.ToDay, Reason: r.Reason, CreatedBy: r.CreatedBy, Covers: covers(r)}
+		ToDay: r.ToDay, Reason: r.Reason, CreatedBy: r.CreatedBy, Covers: control.Describe(r)}
 	if r.CreatedAt != nil {
 		t := r.CreatedAt.AsTime().UTC()
 		v.CreatedAt = &t
 	}
 	return v
-}
-
-func covers(r *byokv1.Revocation) string {
-	what := "every chat"
-	if r.ChatId != "" {
-		what = "chat " + r.ChatId
-	}
-	switch {
-	case r.FromDay == "" && r.ToDay == "":
-		return what + ", every day"
-	case r.ToDay == "":
-		return what + ", from " + r.FromDay
-	case r.FromDay == "":
-		return what + ", until " + r.ToDay
-	}
-	return what + ", " + r.FromDay + ".." + r.ToDay
 }
 
 // revocationEvent is the audit event of revoking or un-revoking r: its scope is the chat ("" for
@@ -163,7 +148,7 @@ func (s *server) revoke(w http.ResponseWriter, r *http.Request, req *request) {
 	}
 	s.changed(audit.OpRevoke, "ok")
 	s.cfg.Log.Info().Str("request_id", req.requestID).Str("tenant_id", req.tenantID).Str("admin", req.admin.Name).
-		Str("revocation_id", rev.RevocationId).Str("covers", covers(rev)).Msg("revoked")
+		Str("revocation_id", rev.RevocationId).Str("covers", control.Describe(rev)).Msg("revoked")
 	w.Header().Set("Location", "/v1/tenants/"+req.tenantID+"/revocations/"+rev.RevocationId)
 	writeJSON(w, http.StatusCreated, revocationView(rev))
 }
@@ -198,6 +183,6 @@ func (s *server) unrevoke(w http.ResponseWriter, r *http.Request, req *request) 
 	}
 	s.changed(audit.OpUnrevoke, "ok")
 	s.cfg.Log.Info().Str("request_id", req.requestID).Str("tenant_id", req.tenantID).Str("admin", req.admin.Name).
-		Str("revocation_id", id).Str("covers", covers(rev)).Msg("un-revoked")
+		Str("revocation_id", id).Str("covers", control.Describe(rev)).Msg("un-revoked")
 	w.WriteHeader(http.StatusNoContent)
 }
