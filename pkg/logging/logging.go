@@ -4,6 +4,7 @@
 package logging
 
 import (
+	"fmt"
 	"io"
 	"os"
 	"time"
@@ -26,4 +27,13 @@ func New(service, level string, w io.Writer) zerolog.Logger {
 	}
 	zerolog.TimeFieldFormat = time.RFC3339Nano
 	return zerolog.New(w).Level(lvl).With().Timestamp().Str("service", service).Logger()
+}
+
+// CheckLevel validates a -log-level value, naming the setting in its error.
+func CheckLevel(level string) error {
+	switch level {
+	case "debug", "info", "warn", "error":
+		return nil
+	}
+	return fmt.Errorf("-log-level (BYOK_LOG_LEVEL) %q is not one of debug, info, warn, error", level)
 }

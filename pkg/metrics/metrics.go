@@ -183,6 +183,15 @@ func KafkaReachable(brokers []string) Check {
 	}}
 }
 
+// ParseListen reads a -metrics-listen value: "off" or "" turns metrics off (returns ""), anything
+// else must be host:port.
+func ParseListen(addr string) (string, error) {
+	if addr == "off" {
+		addr = ""
+	}
+	return addr, CheckListen(addr)
+}
+
 // CheckListen validates a -metrics-listen value: empty (metrics off) or host:port.
 func CheckListen(addr string) error {
 	if addr == "" {

@@ -150,3 +150,14 @@ func TestCheckListen(t *testing.T) {
 		}
 	}
 }
+
+func TestParseListen(t *testing.T) {
+	for in, want := range map[string]string{"off": "", "": "", "127.0.0.1:9101": "127.0.0.1:9101"} {
+		if got, err := metrics.ParseListen(in); err != nil || got != want {
+			t.Errorf("ParseListen(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	if _, err := metrics.ParseListen("9101"); err == nil {
+		t.Error(`ParseListen("9101") err = nil, want "not host:port"`)
+	}
+}

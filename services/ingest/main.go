@@ -84,10 +84,8 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (co
 	if cfg.topic == "" {
 		return config{}, fmt.Errorf("-plaintext-topic (BYOK_PLAINTEXT_TOPIC) is empty")
 	}
-	switch cfg.logLevel {
-	case "debug", "info", "warn", "error":
-	default:
-		return config{}, fmt.Errorf("-log-level (BYOK_LOG_LEVEL) %q is not one of debug, info, warn, error", cfg.logLevel)
+	if err := logging.CheckLevel(cfg.logLevel); err != nil {
+		return config{}, err
 	}
 	return cfg, nil
 }

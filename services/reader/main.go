@@ -113,16 +113,12 @@ func parseConfig(args []string) (config, error) {
 		}
 		c.cache.TenantTTL[id] = dur
 	}
-	if c.metricsListen == "off" {
-		c.metricsListen = ""
-	}
-	if err := metrics.CheckListen(c.metricsListen); err != nil {
+	var err error
+	if c.metricsListen, err = metrics.ParseListen(c.metricsListen); err != nil {
 		return config{}, err
 	}
-	switch c.logLevel {
-	case "debug", "info", "warn", "error":
-	default:
-		return config{}, fmt.Errorf("-log-level (BYOK_LOG_LEVEL) %q is not one of debug, info, warn, error", c.logLevel)
+	if err := logging.CheckLevel(c.logLevel); err != nil {
+		return config{}, err
 	}
 	if c.workerID == "" {
 		host, _ := os.Hostname()
